@@ -1,0 +1,52 @@
+"""The ``ibex`` command: the one front door to the kernel, the broker and the connector.
+
+Each command group lives in its own module with a ``register(subparsers)`` function that adds its
+parsers and sets ``func`` (a callable taking the parsed arguments and returning an exit status).
+This module is one of the two allowed to import ``ibex``, ``broker`` and ``connectors`` together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ibex.errors import IbexError
+
+# Command groups, in the order ``ibex --help`` lists them. Modules are imported lazily so that a
+# quick command does not pay for Flask or the policy engine.
+COMMAND_MODULES: tuple[str, ...] = (
+    "ibex.cli_keys",
+    "ibex.cli_schema",
+    "ibex.demo",
+)
+
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ibex",
+        description="IBEX: privacy-preserving federated data exchange for border enforcement.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except IbexError as exc:
+        print(f"ibex: {exc.diagnostics()}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,439 @@
+"""The protocol messages as frozen dataclasses, with strict JSON in and out.
+
+``from_json`` validates against the message's JSON Schema in ``schemas/messages/`` first (every
+error reported with its JSON pointer), then checks what a schema cannot say (time order, unique
+targets), then builds the dataclass. ``to_json`` omits absent optional fields. docs/PROTOCOL.md is
+the normative description; this module and the schemas must agree with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from ibex.envelope import Envelope
+from ibex.errors import MessageError
+from ibex.jsonio import DEFAULT_MAX_BYTES, dumps, loads_strict
+from ibex.timeutil import parse_ts
+
+PT_QUERY = "application/vnd.ibex.query.v1+json"
+PT_ROUTED_QUERY = "application/vnd.ibex.routed-query.v1+json"
+PT_PROVIDER_ANSWER = "application/vnd.ibex.provider-answer.v1+json"
+PT_BROKER_ANSWER = "application/vnd.ibex.broker-answer.v1+json"
+PT_FEDERATION = "application/vnd.ibex.federation.v1+json"
+
+ENTITY_TYPES = (
+    "person",
+    "travel_document",
+    "vehicle",
+    "vessel",
+    "crossing",
+    "shipment",
+    "organisation",
+    "alert",
+)
+
+
+class Message:
+    """Mixin: schema-validated JSON codec for a frozen dataclass."""
+
+    SCHEMA: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        out = _encode(self)
+        assert isinstance(out, dict)
+        return out
+
+    def to_bytes(self) -> bytes:
+        return dumps(self.to_json())
+
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        from ibex.schemas import registry
+
+        registry().validate(obj, cls.SCHEMA)
+        value = _decode(cls, obj)
+        value.check()
+        return typing.cast(Self, value)
+
+    @classmethod
+    def parse(cls, data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Self:
+        return cls.from_json(loads_strict(data, max_bytes=max_bytes, what=cls.__name__))
+
+    def check(self) -> None:
+        """Cross-field rules a JSON Schema cannot express; raise :class:`MessageError`."""
+
+
+# --- the messages ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    rule: str
+    text: str
+    citation: str | None = None
+    clause: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRef:
+    member: str
+    criteria_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    officer_confirmed: bool
+    previous_query_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Message):
+    SCHEMA: ClassVar[str] = "messages/query"
+    PAYLOAD_TYPE: ClassVar[str] = PT_QUERY
+
+    v: int
+    query_id: str
+    requester: str
+    officer: str
+    issued_at: str
+    expires_at: str
+    nonce: str
+    purpose: str
+    legal_basis: str
+    jurisdiction: str
+    subject_type: str
+    schema_version: str
+    mode: str
+    criteria_fields: tuple[str, ...]
+    requested_fields: tuple[str, ...]
+    targets: tuple[TargetRef, ...]
+    case_reference: str | None = None
+    seriousness: str | None = None
+    follow_up: FollowUp | None = None
+
+    def check(self) -> None:
+        _check_window(self.issued_at, self.expires_at)
+        members = [t.member for t in self.targets]
+        if len(set(members)) != len(members):
+            raise MessageError("a target is listed twice")
+        if self.requester in members:
+            raise MessageError("a member cannot query itself through the broker")
+
+    def target_digest(self, member: str) -> str | None:
+        return next((t.criteria_digest for t in self.targets if t.member == member), None)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCriteria(Message):
+    SCHEMA: ClassVar[str] = "messages/criteria"
+
+    query_id: str
+    target: str
+    criteria: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Message):
+    SCHEMA: ClassVar[str] = "messages/decision"
+
+    target: str
+    allow: bool
+    mode: str
+    fields: tuple[str, ...]
+    withheld: tuple[str, ...]
+    reasons: tuple[Reason, ...]
+    policy_digest: str
+    handling: str | None = None
+    retention_days: int | None = None
+    agreement: str | None = None
+
+    def check(self) -> None:
+        if self.allow and self.mode == "none":
+            raise MessageError("an allowing decision must have a mode")
+        if not self.allow and self.fields:
+            raise MessageError("a denying decision allows no fields")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedQuery(Message):
+    SCHEMA: ClassVar[str] = "messages/routed_query"
+    PAYLOAD_TYPE: ClassVar[str] = PT_ROUTED_QUERY
+
+    v: int
+    routing_id: str
+    target: str
+    issued_at: str
+    expires_at: str
+    nonce: str
+    query: Envelope
+    decision: Decision
+
+    def check(self) -> None:
+        _check_window(self.issued_at, self.expires_at)
+        if self.decision.target != self.target:
+            raise MessageError("the decision is for another target")
+        if not self.decision.allow:
+            raise MessageError("a routed query must carry an allowing decision")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAnswer(Message):
+    SCHEMA: ClassVar[str] = "messages/provider_answer"
+    PAYLOAD_TYPE: ClassVar[str] = PT_PROVIDER_ANSWER
+
+    v: int
+    query_id: str
+    routing_id: str
+    provider: str
+    requester: str
+    answered_at: str
+    status: str
+    mode: str
+    hit: bool
+    count: int
+    fields_released: tuple[str, ...]
+    handling: str | None = None
+    agreement: str | None = None
+    payload_digest: str | None = None
+    refusal: Problem | None = None
+
+    def check(self) -> None:
+        if self.status == "answered" and self.payload_digest is None:
+            raise MessageError("an answered query must carry the digest of its sealed payload")
+        if self.status == "refused" and self.refusal is None:
+            raise MessageError("a refusal must say why")
+        if self.hit != (self.count > 0):
+            raise MessageError("hit must be true exactly when count is positive")
+
+
+@dataclass(frozen=True, slots=True)
+class MatchInfo:
+    score: float
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultItem:
+    handling: str
+    match: MatchInfo
+    reference: str | None = None
+    reference_expires_at: str | None = None
+    record: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPayload(Message):
+    SCHEMA: ClassVar[str] = "messages/answer_payload"
+
+    query_id: str
+    provider: str
+    subject_type: str
+    results: tuple[ResultItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    target: str
+    status: str
+    decision: Decision | None = None
+    answer: Envelope | None = None
+    error: Problem | None = None
+    elapsed_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAnswer(Message):
+    SCHEMA: ClassVar[str] = "messages/broker_answer"
+    PAYLOAD_TYPE: ClassVar[str] = PT_BROKER_ANSWER
+
+    v: int
+    query_id: str
+    requester: str
+    answered_at: str
+    policy_digest: str
+    results: tuple[TargetResult, ...]
+    audit_index: int | None = None
+
+    def check(self) -> None:
+        targets = [r.target for r in self.results]
+        if len(set(targets)) != len(targets):
+            raise MessageError("a target appears twice in the results")
+        for r in self.results:
+            if r.status == "answered" and r.answer is None:
+                raise MessageError(f"the result for {r.target} is answered but has no answer")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberKey:
+    use: str
+    algorithm: str
+    public_key: str
+    keyid: str
+    valid_from: str
+    valid_until: str | None = None
+    revoked_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    id: str
+    endpoint: str
+    keys: tuple[MemberKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    name: str
+    country: str
+    agency_kind: str
+    jurisdictions: tuple[str, ...]
+    endpoint: str
+    status: str
+    keys: tuple[MemberKey, ...]
+    schemas: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class FederationDocument(Message):
+    SCHEMA: ClassVar[str] = "messages/federation"
+    PAYLOAD_TYPE: ClassVar[str] = PT_FEDERATION
+
+    v: int
+    federation: str
+    version: int
+    issued_at: str
+    broker: BrokerInfo
+    members: tuple[Member, ...]
+
+    def check(self) -> None:
+        ids = [m.id for m in self.members]
+        if len(set(ids)) != len(ids):
+            raise MessageError("a member appears twice in the federation document")
+        if self.broker.id in ids:
+            raise MessageError("the broker id is also a member id")
+
+    def member(self, member_id: str) -> Member | None:
+        return next((m for m in self.members if m.id == member_id), None)
+
+
+# --- wire bodies -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeRequest(Message):
+    SCHEMA: ClassVar[str] = "messages/intake_request"
+
+    query: Envelope
+    sealed_criteria: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest(Message):
+    SCHEMA: ClassVar[str] = "messages/provider_request"
+
+    routed: Envelope
+    sealed_criteria: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResponse(Message):
+    SCHEMA: ClassVar[str] = "messages/provider_response"
+
+    answer: Envelope
+    sealed_payload: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerResponse(Message):
+    SCHEMA: ClassVar[str] = "messages/broker_response"
+
+    answer: Envelope
+    sealed_payloads: Mapping[str, str]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _check_window(issued_at: str, expires_at: str) -> None:
+    try:
+        if parse_ts(expires_at) <= parse_ts(issued_at):
+            raise MessageError("expires_at must be after issued_at")
+    except MessageError:
+        raise
+    except Exception as exc:
+        raise MessageError(f"bad timestamp: {getattr(exc, 'detail', exc)}") from None
+
+
+def encode(value: Any) -> Any:
+    """JSON-ready form of a message dataclass (or part of one); absent optionals omitted."""
+    return _encode(value)
+
+
+def decode(tp: type[Any], obj: Any) -> Any:
+    """Build dataclass ``tp`` from JSON that was already validated against its schema."""
+    return _decode(tp, obj)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Envelope):
+        return value.to_json()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if v is not None:
+                out[f.name] = _encode(v)
+        return out
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    """Build ``tp`` from schema-validated JSON (so shapes are already known to be right)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = next(a for a in typing.get_args(tp) if a is not type(None))
+        return _decode(inner, value)
+    if tp is Envelope:
+        return Envelope.from_json(value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(value) - names
+        if unknown:
+            raise MessageError(f"unknown member(s) {', '.join(sorted(unknown))}")
+        kwargs = {k: _decode(hints[k], v) for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except TypeError as exc:
+            raise MessageError(f"{tp.__name__}: {exc}") from None
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        return tuple(_decode(inner, v) for v in value)
+    if origin in (Mapping, dict):
+        _, inner = typing.get_args(tp)
+        return types.MappingProxyType({k: _decode(inner, v) for k, v in value.items()})
+    return value
