@@ -36,6 +36,7 @@ from stdnum import iso6346 as _stdnum_iso6346
 
 from ibex.errors import BadInput, FieldError, InputTooLarge, SchemaValidationError, UnknownSchema
 from ibex.jsonio import loads_strict
+from ibex.schemafast import Check, Compiler
 
 DEFAULT_SCHEMA_DIR: Path = Path(
     os.environ.get("IBEX_SCHEMA_DIR") or Path(__file__).resolve().parent.parent / "schemas"
@@ -363,6 +364,14 @@ class SchemaRegistry:
             for sid, doc in self._schemas.items()
         }
         self._annotations: dict[str, dict[str, FieldInfo]] = {}
+        formats = {name: func for name, (func, _raises) in self._checker.checkers.items()}
+        compiler = Compiler(self._schemas, formats)
+        # The fast path: compiled yes/don't-know checks, tried before jsonschema (see schemafast).
+        self._fast: dict[str, Check] = {}
+        for sid in self._schemas:
+            check = compiler.compile_id(sid)
+            if check is not None:
+                self._fast[sid] = check
 
     @staticmethod
     def _read(path: Path, max_bytes: int) -> dict[str, Any]:
@@ -458,6 +467,8 @@ class SchemaRegistry:
         required property is reported at the pointer where it should be (``/imo``), an extra
         property at its own pointer; other errors at the failing value's pointer."""
         sid = self.resolve_id(schema)
+        if self.fast_accepts(instance, sid):
+            return
         try:
             found = {
                 fe
@@ -471,8 +482,31 @@ class SchemaRegistry:
             noun = "error" if len(errors) == 1 else "errors"
             raise SchemaValidationError(f"{len(errors)} {noun} against schema {sid}", errors=errors)
 
+    def fast_accepts(self, instance: object, schema_id: str) -> bool:
+        """True only when the compiled fast path says ``instance`` is certainly valid."""
+        check = self._fast.get(schema_id)
+        if check is None:
+            return False
+        try:
+            return check(instance)
+        except (TypeError, ValueError, RecursionError):
+            return False
+
+    def full_is_valid(self, instance: object, schema: str) -> bool:
+        """jsonschema's own verdict, bypassing the fast path (the differential test's oracle)."""
+        try:
+            return bool(self._validators[self.resolve_id(schema)].is_valid(instance))
+        except RecursionError:
+            return False
+
+    def fast_compiled(self) -> frozenset[str]:
+        """The schema ids that have a compiled fast path (for tests and diagnostics)."""
+        return frozenset(self._fast)
+
     def is_valid(self, instance: object, schema: str) -> bool:
         sid = self.resolve_id(schema)
+        if self.fast_accepts(instance, sid):
+            return True
         try:
             return bool(self._validators[sid].is_valid(instance))
         except RecursionError:
