@@ -19,6 +19,7 @@ from ibex.errors import IbexError
 COMMAND_MODULES: tuple[str, ...] = (
     "ibex.cli_keys",
     "ibex.cli_schema",
+    "ibex.audit_cli",
     "ibex.demo",
 )
 

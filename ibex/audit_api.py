@@ -1,0 +1,109 @@
+"""The audit log over HTTP: checkpoint, entries, proofs and witness cosignatures under /v1/audit.
+
+Mounted by the broker and by every connector. The checkpoint and the proofs are public (anyone
+holding a checkpoint may check it); the entries are for the oversight role only; cosignatures are
+accepted from anyone because only those from trusted witness keys are kept. Query parameters are
+parsed strictly (decimal integers, in range) and every refusal is problem+json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from flask import Blueprint, Response, request
+
+from ibex.auditlog import AuditLog
+from ibex.errors import BadInput
+from ibex.keys import b64
+from ibex.web import json_response, read_body
+
+MAX_PAGE = 1000
+MAX_COSIGNATURE_BYTES = 16 * 1024
+_MAX_INT = (1 << 48) - 1
+
+
+def _int_arg(name: str, *, minimum: int = 0) -> int:
+    values = request.args.getlist(name)
+    if len(values) != 1:
+        raise BadInput(f"query parameter {name!r} must be given exactly once")
+    text = values[0]
+    if (
+        not text.isascii()
+        or not text.isdigit()
+        or len(text) > 15
+        or (len(text) > 1 and text[0] == "0")
+    ):
+        raise BadInput(f"query parameter {name!r} must be a decimal integer without leading zeroes")
+    value = int(text)
+    if not minimum <= value <= _MAX_INT:
+        raise BadInput(f"query parameter {name!r} must be at least {minimum}")
+    return value
+
+
+def _only(*names: str) -> None:
+    extra = sorted(set(request.args) - set(names))
+    if extra:
+        raise BadInput(f"unknown query parameter {extra[0][:40]!r}")
+
+
+def make_audit_blueprint(
+    log_provider: Callable[[], AuditLog],
+    *,
+    authorize_oversight: Callable[[], None],
+    witness_keys: Callable[[], Mapping[str, bytes]],
+) -> Blueprint:
+    """The ``/v1/audit`` blueprint over the log that ``log_provider`` returns."""
+    bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
+
+    @bp.get("/checkpoint")
+    def checkpoint() -> Response:
+        _only()
+        resp = Response(log_provider().checkpoint(), mimetype="text/plain")
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @bp.get("/entries")
+    def entries() -> Response:
+        authorize_oversight()
+        _only("start", "end")
+        start, end = _int_arg("start"), _int_arg("end")
+        if end <= start or end - start > MAX_PAGE:
+            raise BadInput(f"entries need start < end and at most {MAX_PAGE} per page")
+        log = log_provider()
+        size = log.size()
+        if end > size:
+            raise BadInput(f"end {end} is beyond the log size {size}")
+        out = []
+        for e in log.entries(start, end):
+            if e.purged or e.leaf is None:
+                out.append({"index": e.index, "leaf_hash": b64(e.leaf_hash), "purged": True})
+            else:
+                out.append({"index": e.index, "leaf": b64(e.leaf), "purged": False})
+        return json_response({"entries": out})
+
+    @bp.get("/proof/inclusion")
+    def inclusion() -> Response:
+        _only("index", "size")
+        index, size = _int_arg("index"), _int_arg("size", minimum=1)
+        if index >= size:
+            raise BadInput("index must be below size")
+        hashes = log_provider().inclusion_proof(index, size)
+        return json_response({"hashes": [b64(h) for h in hashes]})
+
+    @bp.get("/proof/consistency")
+    def consistency() -> Response:
+        _only("old", "new")
+        old, new = _int_arg("old"), _int_arg("new")
+        if old > new:
+            raise BadInput("old must not be larger than new")
+        hashes = log_provider().consistency_proof(old, new)
+        return json_response({"hashes": [b64(h) for h in hashes]})
+
+    @bp.post("/cosignature")
+    def cosignature() -> Response:
+        _only()
+        body = read_body(MAX_COSIGNATURE_BYTES, content_types=("text/plain",))
+        names = log_provider().add_cosignature(body, witness_keys())
+        return json_response({"cosigners": names}, status=201)
+
+    return bp
