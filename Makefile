@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(BIN)/ibex demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ibex broker connectors tests bench
-	$(BIN)/ruff format --check ibex broker connectors tests bench
+	$(BIN)/ruff check ibex broker connectors tests bench deploy
+	$(BIN)/ruff format --check ibex broker connectors tests bench deploy
 	$(BIN)/mypy
 
 test: lint

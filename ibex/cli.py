@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ibex.cli_keys",
     "ibex.cli_schema",
     "ibex.audit_cli",
+    "connectors.cli",
     "ibex.demo",
 )
 
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `ibex schema fields person | head`
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,271 @@
+"""Importing an agency's records from CSV, JSON (an array) or NDJSON into the record store.
+
+Every row is read, mapped (:mod:`connectors.mapping`) and validated against the shared schema
+and the store's rules; the rows are written inside one store transaction as they stream past, so
+memory stays flat, and the transaction commits only if *every* row was good. One bad row and
+nothing changes: the report lists each problem with its row number (the Nth record in the file,
+from 1), the JSON pointer of the field in the mapped record, and a message that never contains
+the value. Importing a record whose source id is already stored updates it.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from connectors.mapping import IDENTITY, Mapping, csv_shaper
+from connectors.records import RecordStore
+from ibex.errors import BadInput
+from ibex.jsonio import loads_strict
+
+FORMATS = ("csv", "json", "ndjson")
+_SUFFIXES = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+JSON_MAX_BYTES = 256 << 20  # a JSON array is parsed whole; larger exports should be NDJSON
+LINE_MAX_BYTES = 1 << 20  # one NDJSON line or one CSV field
+MAX_REPORTED_ERRORS = 1000
+PROGRESS_MIN_ROWS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """One problem: which record (row 0 means the file as a whole), which field, what."""
+
+    row: int
+    pointer: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"row": self.row, "pointer": self.pointer, "detail": self.message}
+
+
+@dataclass(slots=True)
+class ImportReport:
+    """What an import did: rows read, inserted, updated, and every problem found."""
+
+    path: str
+    entity_type: str
+    format: str
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    truncated: bool = False
+    seconds: float = 0.0
+
+    @property
+    def accepted(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "entity_type": self.entity_type,
+            "format": self.format,
+            "accepted": self.accepted,
+            "rows": self.rows,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "errors": [e.to_json() for e in self.errors],
+            "errors_truncated": self.truncated,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def to_text(self) -> str:
+        if self.accepted:
+            rate = self.rows / self.seconds if self.seconds > 0 else 0.0
+            return (
+                f"imported {self.rows} {self.entity_type} record(s) from {self.path}: "
+                f"{self.inserted} new, {self.updated} updated ({rate:,.0f} records/s)"
+            )
+        lines = [
+            f"rejected {self.path}: {len(self.errors)} problem(s) in {self.rows} row(s);"
+            " nothing was imported"
+        ]
+        lines.extend(
+            f"  row {e.row}: {e.pointer or '/'}: {e.message}" if e.row else f"  file: {e.message}"
+            for e in self.errors
+        )
+        if self.truncated:
+            lines.append(f"  (stopped after {MAX_REPORTED_ERRORS} problems)")
+        return "\n".join(lines)
+
+
+def detect_format(path: Path, fmt: str | None = None) -> str:
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise BadInput(f"format must be one of {', '.join(FORMATS)}")
+        return fmt
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise BadInput(f"cannot tell the format of {path.name}; use --format csv|json|ndjson")
+    return found
+
+
+# --- readers: each yields (row number, object or an error message) -----------------------------
+
+
+Row = tuple[int, "dict[str, Any] | str"]
+
+
+def _read_csv(fh: TextIO) -> Iterator[Row]:
+    csv.field_size_limit(LINE_MAX_BYTES)
+    reader = csv.reader(fh, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    if len(set(header)) != len(header) or any(not h.strip() for h in header):
+        yield 0, "the header has empty or repeated column names"
+        return
+    width = len(header)
+    shape = csv_shaper(header)
+    number = 0
+    for cells in reader:
+        if not cells:
+            continue  # a blank line is not a record
+        number += 1
+        if len(cells) != width:
+            yield number, f"has {len(cells)} cells; the header has {width}"
+        else:
+            yield number, shape(cells)
+
+
+def _read_ndjson(fh: TextIO) -> Iterator[Row]:
+    number = 0
+    for line in fh:
+        if not line.strip():
+            continue
+        number += 1
+        try:
+            value = loads_strict(line, max_bytes=LINE_MAX_BYTES, what="the line")
+        except BadInput as exc:
+            yield number, exc.detail
+            continue
+        yield number, value if isinstance(value, dict) else "is not a JSON object"
+
+
+def _read_json(path: Path) -> Iterator[Row]:
+    if path.stat().st_size > JSON_MAX_BYTES:
+        yield 0, f"a JSON file larger than {JSON_MAX_BYTES >> 20} MiB must be given as NDJSON"
+        return
+    try:
+        doc = loads_strict(path.read_bytes(), max_bytes=JSON_MAX_BYTES, what="the file")
+    except BadInput as exc:
+        yield 0, exc.detail
+        return
+    if not isinstance(doc, list):
+        yield 0, "a JSON import file must hold an array of records"
+        return
+    for number, value in enumerate(doc, start=1):
+        yield number, value if isinstance(value, dict) else "is not a JSON object"
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+class _Progress:
+    """A plain-text progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = max(total, 1)
+        self.stream = stream
+        self.last = 0.0
+
+    def update(self, done: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.1:
+            return
+        self.last = now
+        frac = min(done / self.total, 1.0)
+        bar = "#" * int(frac * 30)
+        self.stream.write(f"\r[{bar:<30}] {frac:4.0%} {done:,} rows")
+        if final:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+# --- the import ----------------------------------------------------------------------------------
+
+
+def import_file(
+    store: RecordStore,
+    path: Path,
+    entity_type: str,
+    *,
+    fmt: str | None = None,
+    mapping: Mapping | None = None,
+    progress: bool | None = None,
+    progress_stream: TextIO | None = None,
+) -> ImportReport:
+    """Import ``path`` into ``store`` as ``entity_type`` records: all rows or none.
+
+    ``progress`` None shows a bar when stderr is a terminal and the file has more than
+    :data:`PROGRESS_MIN_ROWS` rows; True or False forces it on or off.
+    """
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    mapping = mapping or IDENTITY
+    if mapping.entity_type is not None and mapping.entity_type != entity_type:
+        raise BadInput(f"the mapping is for {mapping.entity_type} records, not {entity_type}")
+    report = ImportReport(str(path), entity_type, fmt)
+    started = time.perf_counter()
+    stream = progress_stream or sys.stderr
+    bar: _Progress | None = None
+    if progress or progress is None:
+        estimate = _count_lines(path) if fmt != "json" else 0
+        if progress or (estimate > PROGRESS_MIN_ROWS and stream.isatty()):
+            bar = _Progress(estimate, stream)
+    try:
+        with store.transaction() as tx:
+            for number, row in _rows(path, fmt):
+                report.rows = max(report.rows, number)
+                if isinstance(row, str):
+                    _problem(report, tx, RowError(number, "", row))
+                else:
+                    record, problems = (row, []) if mapping is IDENTITY else mapping.apply(row)
+                    if not problems:
+                        problems = tx.add(entity_type, record, row=number)
+                    for p in problems:
+                        _problem(report, tx, RowError(number, p.pointer, p.message))
+                if report.truncated:
+                    break
+                if bar is not None:
+                    bar.update(number)
+            if report.rows == 0 and not report.errors:
+                _problem(report, tx, RowError(0, "", "the file holds no records"))
+        report.inserted, report.updated = (tx.inserted, tx.updated) if tx.committed else (0, 0)
+    except UnicodeDecodeError:
+        report.errors.append(RowError(0, "", "the file is not valid UTF-8"))
+    except csv.Error as exc:
+        report.errors.append(RowError(report.rows + 1, "", f"is not valid CSV ({exc})"))
+    finally:
+        if bar is not None:
+            bar.update(report.rows, final=True)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _rows(path: Path, fmt: str) -> Iterator[Row]:
+    if fmt == "json":
+        yield from _read_json(path)
+        return
+    with path.open(encoding="utf-8-sig", newline="" if fmt == "csv" else None) as fh:
+        yield from (_read_csv(fh) if fmt == "csv" else _read_ndjson(fh))
+
+
+def _problem(report: ImportReport, tx: Any, error: RowError) -> None:
+    tx.abort()
+    if len(report.errors) >= MAX_REPORTED_ERRORS:
+        report.truncated = True
+        return
+    report.errors.append(error)
