@@ -178,8 +178,12 @@ def _verify_remote(args: argparse.Namespace, log_key: Verifier, witnesses: list[
         except IbexError as exc:
             return _fail(f"the log's current checkpoint does not verify: {exc.detail}")
         old = Checkpoint(log_key.name, 0, merkle.EMPTY_ROOT)
-        if args.checkpoint is not None:
+        if args.checkpoint is not None and args.checkpoint.exists():
             old, _, _ = open_checkpoint(args.checkpoint.read_text(encoding="utf-8"), log_key)
+        elif args.checkpoint is not None and not args.update:
+            raise BadInput(
+                f"{args.checkpoint} does not exist; pass --update to start from the empty log"
+            )
         if new.size < old.size:
             return _fail(f"the log shrank from {old.size} to {new.size} entries")
         proof = _hashes(_get(client, "/v1/audit/proof/consistency", old=old.size, new=new.size))

@@ -19,7 +19,9 @@ from ibex.errors import IbexError
 COMMAND_MODULES: tuple[str, ...] = (
     "ibex.cli_keys",
     "ibex.cli_schema",
+    "ibex.cli_policy",
     "ibex.audit_cli",
+    "broker.cli",
     "connectors.cli",
     "ibex.demo",
 )

@@ -94,6 +94,14 @@ class ConnectorConfig:
     match_threshold: float = 0.85
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
+    audit_retention_days: int = 730
+    federation_max_age_seconds: float = 5.0
+    public_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL the broker reaches this connector at."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     def __post_init__(self) -> None:
         _check_member("member_id", self.member_id)
@@ -105,7 +113,8 @@ class ConnectorConfig:
         if not 0.0 < self.match_threshold <= 1.0:
             raise ConfigError("match_threshold must be in (0, 1]")
         _positive(self, "max_body_bytes", "clock_skew_seconds", "hit_reference_ttl_seconds")
-        _positive(self, "checkpoint_every", "checkpoint_seconds")
+        _positive(self, "checkpoint_every", "checkpoint_seconds", "audit_retention_days")
+        _positive(self, "federation_max_age_seconds")
 
 
 # --- validation helpers ----------------------------------------------------------------------

@@ -57,12 +57,16 @@ def _scenario(root: Path) -> int:
         keys["CA-CBSA"],
         officer="officer-4711",
         purpose="border_screening",
-        legal_basis="ca-customs-act-s107",
+        legal_basis="ca_customs_act_s107",
         jurisdiction="CA",
         subject_type="person",
         mode="full",
-        criteria={"surname": "Ivanova", "given_names": "Maria", "date_of_birth": "1980-03-07"},
-        requested_fields=["surname", "given_names", "nationalities"],
+        criteria={
+            "name.surname": "Ivanova",
+            "name.given_names": "Maria",
+            "date_of_birth": "1980-03-07",
+        },
+        requested_fields=["name", "nationalities"],
         targets={m: bytes(keys[m].encryption_key.public_key) for m in ("US-CBP", "CA-RCMP")},
     )
     wire = out.intake_request().to_bytes()

@@ -16,6 +16,7 @@ from typing import Any
 from ibex.canonical import digest_bytes
 from ibex.envelope import Envelope, sign
 from ibex.errors import BadInput, SealError, TimeWindowError
+from ibex.jsonio import loads_strict
 from ibex.keys import MemberKeys, b64, b64decode_strict
 from ibex.messages import FollowUp, IntakeRequest, Query, SealedCriteria, TargetRef
 from ibex.sealing import open_sealed, seal
@@ -134,6 +135,19 @@ def check_window(
     return issued, expires
 
 
+def unverified_claims(payload: bytes) -> dict[str, Any]:
+    """The payload's JSON object *before* its signature is checked, or {}.
+
+    Used only to pick which key to verify with and at what time (``requester``, ``issued_at``);
+    nothing read here is believed until :func:`ibex.envelope.verify` has passed.
+    """
+    try:
+        obj = loads_strict(payload)
+    except BadInput:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def decode_sealed(text: str, *, what: str = "sealed criteria") -> bytes:
     raw = b64decode_strict(text, what=what)
     if len(raw) > MAX_SEALED_BYTES:
@@ -178,4 +192,5 @@ __all__ = [
     "new_id",
     "new_nonce",
     "open_criteria",
+    "unverified_claims",
 ]

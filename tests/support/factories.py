@@ -9,8 +9,8 @@ from ibex.keys import MemberKeys
 from ibex.protocol import OutgoingQuery, build_query
 
 PERSON_CRITERIA: dict[str, Any] = {
-    "surname": "Ivanova",
-    "given_names": "Maria",
+    "name.surname": "Ivanova",
+    "name.given_names": "Maria",
     "date_of_birth": "1980-03-07",
 }
 
@@ -29,12 +29,12 @@ def person_query(
         requester,
         officer="officer-4711",
         purpose=purpose,
-        legal_basis=kw.pop("legal_basis", "ca-customs-act-s107"),
+        legal_basis=kw.pop("legal_basis", "ca_customs_act_s107"),
         jurisdiction=kw.pop("jurisdiction", "CA"),
         subject_type="person",
         mode=mode,
         criteria=PERSON_CRITERIA if criteria is None else criteria,
-        requested_fields=kw.pop("requested_fields", ["surname", "given_names", "nationalities"]),
+        requested_fields=kw.pop("requested_fields", ["name", "nationalities"]),
         targets={m: bytes(k.encryption_key.public_key) for m, k in targets.items()},
         at=at,
         **kw,

@@ -38,7 +38,7 @@ def test_query_round_trip() -> None:
     q = _query()
     again = Query.parse(q.to_bytes())
     assert again == q
-    assert again.criteria_fields == ("date_of_birth", "given_names", "surname")
+    assert again.criteria_fields == ("date_of_birth", "name.given_names", "name.surname")
     assert "Ivanova" not in q.to_bytes().decode()
 
 
