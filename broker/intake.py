@@ -28,13 +28,13 @@ from typing import Any, Protocol
 
 from nacl.signing import SigningKey
 
+from broker.answers import check_answer
 from broker.members import MemberRegistry
 from broker.routing import Outcome, Router, Send
 from ibex.auditentry import new_entry
 from ibex.auditlog import AuditLog
-from ibex.canonical import digest_bytes
 from ibex.config import BrokerConfig
-from ibex.envelope import Envelope, add_signature, sign, verify
+from ibex.envelope import Envelope, sign, verify
 from ibex.errors import (
     AuditError,
     BadInput,
@@ -43,7 +43,6 @@ from ibex.errors import (
     SchemaValidationError,
     UnknownMember,
 )
-from ibex.jsonio import loads_strict
 from ibex.keys import MEMBER_ID_RE, b64
 from ibex.messages import (
     BrokerAnswer,
@@ -51,10 +50,7 @@ from ibex.messages import (
     Decision,
     IntakeRequest,
     Member,
-    Problem,
-    ProviderAnswer,
     ProviderRequest,
-    ProviderResponse,
     Query,
     Reason,
     RoutedQuery,
@@ -273,11 +269,21 @@ class Intake:
                 results.append(TargetResult(member, "denied", decision=d))
                 continue
             routed_query, outcome = routed[member]
-            result, payload, entry = self._check_answer(query, routed_query, outcome)
-            results.append(result)
-            after.append(entry)
-            if payload is not None:
-                payloads[member] = payload
+            checked = check_answer(
+                query, routed_query, outcome, trust=self.members.trust(), key=self._key
+            )
+            results.append(checked.result)
+            after.append(
+                self._entry(
+                    checked.kind,
+                    query_id=query.query_id,
+                    requester=query.requester,
+                    target=member,
+                    **checked.audit,
+                )
+            )
+            if checked.payload is not None:
+                payloads[member] = checked.payload
         summary = {
             "answered": sum(r.status == "answered" for r in results),
             "denied": sum(r.status == "denied" for r in results),
@@ -340,83 +346,6 @@ class Intake:
         )
         return {o.target: (routed[o.target], o) for o in outcomes}
 
-    def _check_answer(
-        self, query: Query, routed: RoutedQuery, outcome: Outcome
-    ) -> tuple[TargetResult, bytes | None, dict[str, Any]]:
-        """Verify one provider's answer; return its result, its sealed payload, its audit entry."""
-        target, d = routed.target, routed.decision
-        base = {"query_id": query.query_id, "requester": query.requester, "target": target}
-
-        def failed(
-            status: str, code: str, detail: str
-        ) -> tuple[TargetResult, None, dict[str, Any]]:
-            problem = Problem(code=code, detail=detail)
-            result = TargetResult(
-                target, status, decision=d, error=problem, elapsed_ms=round(outcome.elapsed_ms, 3)
-            )
-            entry = self._entry("failure", error={"code": code, "detail": detail}, **base)
-            return result, None, entry
-
-        if outcome.status == "timeout":
-            return failed("timeout", "provider-timeout", "the provider did not answer in time")
-        if outcome.status == "unreachable":
-            return failed(
-                "unreachable", "provider-unreachable", "the provider could not be reached"
-            )
-        if outcome.status == "http-error" or outcome.body is None:
-            code = _problem_code(outcome.body) or "provider-error"
-            return failed("refused", code, f"the provider refused (HTTP {outcome.http_status})")
-        try:
-            resp = ProviderResponse.parse(outcome.body, max_bytes=4 << 20)
-            verified = verify(
-                resp.answer,
-                self.members.trust(),
-                payload_type=ProviderAnswer.PAYLOAD_TYPE,
-                require_signers=[target],
-            )
-            answer = ProviderAnswer.parse(verified.payload)
-            payload = (
-                decode_sealed(resp.sealed_payload, what="sealed payload")
-                if resp.sealed_payload
-                else None
-            )
-            problem = _answer_problem(query, routed, answer, payload)
-        except IbexError as exc:
-            return failed("invalid-answer", "answer-invalid", exc.detail[:300])
-        if problem:
-            return failed("invalid-answer", "answer-invalid", problem)
-        countersigned = add_signature(resp.answer, self._key)
-        if answer.status == "refused":
-            assert answer.refusal is not None
-            result = TargetResult(
-                target,
-                "refused",
-                decision=d,
-                answer=countersigned,
-                error=answer.refusal,
-                elapsed_ms=round(outcome.elapsed_ms, 3),
-            )
-            entry = self._entry(
-                "failure",
-                error={"code": answer.refusal.code, "detail": "refused by the provider"},
-                **base,
-            )
-            return result, None, entry
-        disclosure = {
-            "record_count": answer.count,
-            "fields_released": list(answer.fields_released),
-        }
-        if answer.payload_digest:
-            disclosure["payload_digest"] = answer.payload_digest
-        result = TargetResult(
-            target,
-            "answered",
-            decision=d,
-            answer=countersigned,
-            elapsed_ms=round(outcome.elapsed_ms, 3),
-        )
-        return result, payload, self._entry("disclosure", disclosure=disclosure, **base)
-
 
 def _check_fields(query: Query) -> None:
     """Criteria and requested fields must be field paths of the subject's shared schema."""
@@ -436,29 +365,6 @@ def _check_fields(query: Query) -> None:
             f"{len(errors)} field(s) are not in the {query.subject_type} schema",
             errors=errors,
         )
-
-
-def _answer_problem(
-    query: Query, routed: RoutedQuery, answer: ProviderAnswer, payload: bytes | None
-) -> str | None:
-    """Why a signed provider answer must still be refused, or None."""
-    d = routed.decision
-    if answer.query_id != query.query_id or answer.routing_id != routed.routing_id:
-        return "the answer is for another query"
-    if answer.provider != routed.target or answer.requester != query.requester:
-        return "the answer names other parties"
-    if answer.status == "refused":
-        return None
-    extra = sorted(set(answer.fields_released) - set(d.fields))
-    if extra:
-        return f"the answer releases fields the decision did not allow: {', '.join(extra)}"
-    if d.mode == "hit_no_hit" and answer.mode != "hit_no_hit":
-        return "the answer is in full mode but the decision allowed hit/no-hit only"
-    if payload is None:
-        return "the answer has no sealed payload"
-    if digest_bytes(payload) != answer.payload_digest:
-        return "the sealed payload does not match the signed digest"
-    return None
 
 
 def _decision_fields(query: Query, member: str, d: Decision) -> dict[str, Any]:
@@ -488,19 +394,6 @@ def _ts_like(value: object) -> bool:
     except BadInput:
         return False
     return True
-
-
-def _problem_code(body: bytes | None) -> str | None:
-    if not body:
-        return None
-    try:
-        obj = loads_strict(body, max_bytes=64 * 1024)
-    except BadInput:
-        return None
-    code = obj.get("code") if isinstance(obj, dict) else None
-    if isinstance(code, str) and _CODE_RE.fullmatch(code):
-        return code
-    return None
 
 
 __all__: Sequence[str] = ["Decider", "Intake", "deny", "query_metadata"]
