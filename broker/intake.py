@@ -110,8 +110,16 @@ def query_metadata(query: Query) -> dict[str, Any]:
         "requested_fields": list(query.requested_fields),
         "targets": [t.member for t in query.targets],
     }
+    # Enough to replay the decision later under a candidate policy (ibex policy simulate):
+    # every input the policy reads, and still no criteria value.
+    meta["jurisdiction"] = query.jurisdiction
+    meta["schema_version"] = query.schema_version
+    meta["follow_up"] = query.follow_up is not None
+    meta["officer_confirmed"] = bool(query.follow_up and query.follow_up.officer_confirmed)
     if query.case_reference:
         meta["case_reference"] = query.case_reference
+    if query.seriousness:
+        meta["seriousness"] = query.seriousness
     return meta
 
 
