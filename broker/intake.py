@@ -52,11 +52,11 @@ from ibex.messages import (
     Member,
     ProviderRequest,
     Query,
-    Reason,
     RoutedQuery,
     TargetResult,
 )
 from ibex.nonces import NonceStore
+from ibex.policy_engine import deny
 from ibex.protocol import (
     check_sealed_digest,
     check_window,
@@ -121,18 +121,6 @@ def query_metadata(query: Query) -> dict[str, Any]:
     if query.seriousness:
         meta["seriousness"] = query.seriousness
     return meta
-
-
-def deny(target: str, digest: str, rule: str, text: str) -> Decision:
-    return Decision(
-        target=target,
-        allow=False,
-        mode="none",
-        fields=(),
-        withheld=(),
-        reasons=(Reason(rule=rule, text=text),),
-        policy_digest=digest,
-    )
 
 
 class Intake:
@@ -404,4 +392,4 @@ def _ts_like(value: object) -> bool:
     return True
 
 
-__all__: Sequence[str] = ["Decider", "Intake", "deny", "query_metadata"]
+__all__: Sequence[str] = ["Decider", "Intake", "query_metadata"]

@@ -197,13 +197,8 @@ class Provider:
         )
         requester = self._federation.member(a.query.requester)
         sealed = seal(payload.to_bytes(), encryption_key(requester))
-        answer = ProviderAnswer(
-            v=1,
-            query_id=a.query.query_id,
-            routing_id=a.routed.routing_id,
-            provider=self._keys.member,
-            requester=a.query.requester,
-            answered_at=format_ts(now()),
+        answer = self._answer_for(
+            a,
             status="answered",
             mode=mode,
             hit=bool(results),
@@ -251,17 +246,24 @@ class Provider:
             raise Forbidden("the requester is not in the federation document")
         return self._local.decide(query, requester, me, now())
 
-    def _refuse(
-        self, a: Admitted, meta: dict[str, Any], code: str, detail: str
-    ) -> ProviderResponse:
-        problem = Problem(code=code, detail=detail[:300])
-        answer = ProviderAnswer(
+    def _answer_for(self, a: Admitted, **fields: Any) -> ProviderAnswer:
+        """The signed answer's metadata for this routed query (status and counts in ``fields``)."""
+        return ProviderAnswer(
             v=1,
             query_id=a.query.query_id,
             routing_id=a.routed.routing_id,
             provider=self._keys.member,
             requester=a.query.requester,
             answered_at=format_ts(now()),
+            **fields,
+        )
+
+    def _refuse(
+        self, a: Admitted, meta: dict[str, Any], code: str, detail: str
+    ) -> ProviderResponse:
+        problem = Problem(code=code, detail=detail[:300])
+        answer = self._answer_for(
+            a,
             status="refused",
             mode="none",
             hit=False,
