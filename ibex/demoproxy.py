@@ -24,6 +24,7 @@ class Relay:
         self.delay = 0.0
         self.tamper: Tamper | None = None
         self.requests = 0
+        self.last_request: tuple[str, bytes] | None = None  # (path, body): for replay tests
         relay = self
         client = httpx.Client(trust_env=False, timeout=60.0)
 
@@ -37,6 +38,7 @@ class Relay:
                 relay.requests += 1
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                relay.last_request = (self.path, body)
                 headers = {
                     k: v
                     for k, v in self.headers.items()

@@ -276,3 +276,45 @@ def test_health(app_parts: tuple[FlaskClient, BrokerServices, Spy]) -> None:
     ready = client.get("/readyz").get_json()
     assert ready["status"] == "ready"
     assert ready["policy_digest"].startswith("sha256:")
+
+
+def test_audit_failure_refuses_the_query_and_recovers(
+    fed: LocalFederation, app_parts: tuple[FlaskClient, BrokerServices, Spy]
+) -> None:
+    client, svc, spy = app_parts
+    # Simulated read-only file system: the audit writer connection may no longer write.
+    # (The log drops a writer that failed and opens a fresh one: the "disk comes back".)
+    store: Any = svc.audit._store
+    store._writer.execute("PRAGMA query_only = ON")
+    before = spy.calls
+    resp = post(client, good_body(fed))
+    assert resp.status_code == 503
+    assert resp.get_json()["code"] == "audit-unavailable"
+    assert spy.calls == before, "an unaudited query was routed"
+    resp = post(client, good_body(fed))
+    assert resp.status_code == 200
+    assert svc.audit.verify().ok
+
+
+def test_unreachable_policy_engine_denies_with_a_reason(fed: LocalFederation) -> None:
+    # An OPA server that is not there (nothing listens on the discard port): every target is
+    # denied with the engine's reason, the query is still answered and audited.
+    config = load_config(
+        BrokerConfig,
+        fed.nodes["broker"].config,
+        overrides={"policy_engine": "opa", "opa_url": "http://127.0.0.1:9"},
+    )
+    svc = BrokerServices.open(config)
+    try:
+        client = create_app(config, services=svc).test_client()
+        resp = post(client, good_body(fed))
+        assert resp.status_code == 200
+        from ibex.messages import BrokerAnswer, BrokerResponse
+
+        answer = BrokerAnswer.parse(BrokerResponse.parse(resp.data).answer.payload)
+        [result] = answer.results
+        assert result.status == "denied"
+        assert result.decision is not None
+        assert result.decision.reasons[0].rule.startswith("engine.")
+    finally:
+        svc.close()
