@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,37 +304,252 @@ def _alpha2(code: str) -> str:
 
 SERIOUSNESS_LEVELS = {"none": 0, "minor": 1, "serious": 2, "very_serious": 3}
 
+# --- the sentences of decisions ------------------------------------------------------------
+#
+# Every sentence a decision can give, in one place for legal review (docs/POLICY.md §4 lists
+# them with examples). A {placeholder} is either a fact of the agreement, filled in here when
+# the bundle loads (id, title, valid_from, valid_until, jurisdictions, criteria,
+# minimum_seriousness, handling_description, retention_days, handling), or a fact of the query,
+# filled in by the Rego modules for each decision: those are listed in DYNAMIC, in the order
+# the Rego code supplies them, and the loader refuses a sentence whose query facts are not
+# exactly these, in this order (so a change of wording cannot put a fact in the wrong place).
+# The policy receives each sentence as the list of its fixed pieces between the query facts.
+
+SENTENCES: dict[str, str] = {
+    # findings about the query
+    "input.invalid": "The decision input is incomplete or inconsistent (the query, requester, "
+    "target, provider or time is missing or does not match), so nothing can be disclosed.",
+    "provider.inactive": "{target} is not an active member of the federation, so it cannot be "
+    "asked.",
+    "purpose.unknown": "The purpose {purpose} is not in the federation's taxonomy of purposes, "
+    "so no agreement can cover it.",
+    "legal_basis.unknown": "The legal basis {legal_basis} is not in the federation's taxonomy of "
+    "legal bases.",
+    "legal_basis.not_for_purpose": "{basis_citation} does not permit disclosure for "
+    "{purpose_label}.",
+    "jurisdiction.not_requester": "{requester} does not act in {jurisdiction} according to the "
+    "federation document, so it cannot ask on behalf of that jurisdiction.",
+    "fields.unknown": "The query names fields that the shared {subject} schema does not define "
+    "({fields}), so it is refused as malformed.",
+    "agreement.none": "{target} has no disclosure agreement with {requester}, so nothing can be "
+    "disclosed.",
+    "default.deny": "No agreement allows this query, so it is denied by default.",
+    # findings about an agreement
+    "agreement.expired": "Agreement {id} expired on {valid_until} and no longer allows any "
+    "disclosure.",
+    "agreement.not_yet_valid": "Agreement {id} applies only from {valid_from}.",
+    "purpose.not_covered": "Agreement {id} does not cover the purpose {purpose_label}.",
+    "legal_basis.not_covered": "Agreement {id} does not rest on the legal basis {legal_basis} "
+    "that the query invokes.",
+    "subject_type.not_covered": "Agreement {id} does not cover {subject} records for "
+    "{purpose_label}.",
+    "jurisdiction.outside": "Agreement {id} does not allow the data to be used in "
+    "{jurisdiction}; it covers {jurisdictions}.",
+    "criteria.insufficient": "The query does not identify the {subject} precisely enough for "
+    "agreement {id}, which needs at least {criteria}.",
+    "case_reference.missing": "Agreement {id} requires the recipient's case reference and the "
+    "query has none.",
+    "seriousness.too_low": "Agreement {id} requires an offence of at least {minimum_seriousness} "
+    "seriousness and the query states {seriousness}.",
+    "seriousness.missing": "Agreement {id} requires a follow-up to state the seriousness of the "
+    "offence under investigation, and this one does not.",
+    "follow_up.not_allowed": "Agreement {id} allows only hit/no-hit answers and no follow-up "
+    "request for full data.",
+    "follow_up.unconfirmed": "Agreement {id} releases full data on a follow-up only after the "
+    "officer confirms that the hit is the subject of the case, and this follow-up is not "
+    "confirmed.",
+    "handling.unknown": "Agreement {id} names the handling code {handling}, which the "
+    "federation does not define, so it cannot be applied.",
+    # what an allow says
+    "allow.agreement": "Allowed under agreement {id} ({title}): {target} may disclose {subject} "
+    "records to {requester} for {purpose_label}.",
+    "follow_up.full": "Full data is released on this follow-up to a hit because agreement {id} "
+    "allows it and its conditions are met.",
+    "mode.downgraded/follow_up": "Only whether a matching record exists (hit/no-hit) is "
+    "disclosed, because agreement {id} releases full data only on a follow-up to a hit.",
+    "mode.downgraded/hit_no_hit_only": "Only whether a matching record exists (hit/no-hit) is "
+    "disclosed, because agreement {id} allows hit/no-hit answers only.",
+    "fields.withheld/full/one": "The field {fields} is withheld because agreement {id} does not "
+    "allow it for {purpose_label}.",
+    "fields.withheld/full/many": "The fields {fields} are withheld because agreement {id} does "
+    "not allow them for {purpose_label}.",
+    "fields.withheld/hit_no_hit/one": "The field {fields} is withheld because a hit/no-hit "
+    "answer discloses only whether a matching record exists.",
+    "fields.withheld/hit_no_hit/many": "The fields {fields} are withheld because a hit/no-hit "
+    "answer discloses only whether a matching record exists.",
+    "handling.applied": "Disclosed data carries handling code {handling} "
+    "({handling_description}) and may be kept for at most {retention_days} days.",
+}
+
+# The facts of the query each sentence takes, in the order the Rego modules supply them.
+DYNAMIC: dict[str, tuple[str, ...]] = {
+    "provider.inactive": ("target",),
+    "purpose.unknown": ("purpose",),
+    "legal_basis.unknown": ("legal_basis",),
+    "legal_basis.not_for_purpose": ("basis_citation", "purpose_label"),
+    "jurisdiction.not_requester": ("requester", "jurisdiction"),
+    "fields.unknown": ("subject", "fields"),
+    "agreement.none": ("target", "requester"),
+    "purpose.not_covered": ("purpose_label",),
+    "legal_basis.not_covered": ("legal_basis",),
+    "subject_type.not_covered": ("subject", "purpose_label"),
+    "jurisdiction.outside": ("jurisdiction",),
+    "seriousness.too_low": ("seriousness",),
+    "handling.unknown": ("handling",),
+    "allow.agreement": ("target", "subject", "requester", "purpose_label"),
+    "fields.withheld/full/one": ("fields", "purpose_label"),
+    "fields.withheld/full/many": ("fields", "purpose_label"),
+    "fields.withheld/hit_no_hit/one": ("fields",),
+    "fields.withheld/hit_no_hit/many": ("fields",),
+}
+
+# The sentences about the query as a whole, and those about one agreement.
+QUERY_RULES = (
+    "input.invalid",
+    "provider.inactive",
+    "purpose.unknown",
+    "legal_basis.unknown",
+    "legal_basis.not_for_purpose",
+    "jurisdiction.not_requester",
+    "fields.unknown",
+    "agreement.none",
+    "default.deny",
+)
+
+# The key of the agreement each finding is about: a reason's clause is "<id>: <key>".
+CLAUSE_KEYS: dict[str, str] = {
+    "agreement.not_yet_valid": "valid_from",
+    "agreement.expired": "valid_until",
+    "purpose.not_covered": "purposes",
+    "legal_basis.not_covered": "legal_bases",
+    "subject_type.not_covered": "fields",
+    "jurisdiction.outside": "jurisdictions",
+    "criteria.insufficient": "minimum_criteria",
+    "case_reference.missing": "requires_case_reference",
+    "seriousness.missing": "follow_up",
+    "seriousness.too_low": "minimum_seriousness",
+    "follow_up.not_allowed": "follow_up",
+    "follow_up.unconfirmed": "follow_up",
+    "handling.unknown": "handling",
+    "allow.agreement": "legal_bases",
+    "follow_up.full": "follow_up",
+    "mode.downgraded": "mode",
+    "fields.withheld": "fields",
+    "handling.applied": "handling",
+}
+
+
+def names(items: list[str]) -> str:
+    """A list of names for a sentence: "a", "a and b", "a, b and c" (as lib.names in Rego)."""
+    if len(items) == 1:
+        return items[0]
+    return " and ".join([", ".join(items[:-1]), items[-1]])
+
+
+def sentence_parts(key: str, facts: Mapping[str, object]) -> list[str]:
+    """The sentence ``key`` with the agreement's ``facts`` filled in, cut at each fact of the
+    query (``DYNAMIC[key]``): the pieces the policy joins around those facts."""
+    parts = [""]
+    found: list[str] = []
+    for literal, name, _spec, _conv in string.Formatter().parse(SENTENCES[key]):
+        parts[-1] += literal
+        if name is None:
+            continue
+        if name in DYNAMIC.get(key, ()):
+            found.append(name)
+            parts.append("")
+        elif name in facts:
+            parts[-1] += str(facts[name])
+        else:
+            raise ConfigError(f"the sentence for {key} names {{{name}}}, which is not known")
+    if tuple(found) != DYNAMIC.get(key, ()):
+        raise ConfigError(
+            f"the sentence for {key} must take {', '.join(DYNAMIC.get(key, ()))} in that order"
+        )
+    return parts
+
+
+def _agreement_sentences(
+    doc: Mapping[str, Any], taxonomy: Mapping[str, Any], criteria: Mapping[str, list[list[str]]]
+) -> dict[str, Any]:
+    handling = taxonomy["handling"].get(doc["handling"], {})
+    facts = {
+        "id": doc["id"],
+        "title": doc["title"],
+        "valid_from": doc["valid_from"],
+        "valid_until": doc["valid_until"],
+        "jurisdictions": names(list(doc["jurisdictions"])),
+        "minimum_seriousness": doc.get("minimum_seriousness", "none"),
+        "handling_description": handling.get("description", ""),
+        "retention_days": doc["retention_days"],
+        "handling": doc["handling"],
+    }
+    keys = [k for k in SENTENCES if k not in QUERY_RULES and k != "criteria.insufficient"]
+    say: dict[str, Any] = {key: sentence_parts(key, facts) for key in keys}
+    say["criteria.insufficient"] = {
+        subject: sentence_parts(
+            "criteria.insufficient",
+            {**facts, "subject": subject, "criteria": "; or ".join(names(s) for s in sets)},
+        )
+        for subject, sets in criteria.items()
+    }
+    return say
+
 
 def compile_agreement(doc: Mapping[str, Any], taxonomy: Mapping[str, Any]) -> dict[str, Any]:
     """The agreement as the policy reads it: every key as written (except ``notes``), plus
     derived keys that turn each check into one lookup. The derivations apply the schema's
     defaults (a case reference is required unless the agreement says otherwise; the minimum
     seriousness is none; no follow-up) and the taxonomy's default minimum criteria, so that
-    the Rego never has to guess at a missing key."""
+    the Rego never has to guess at a missing key. ``say`` holds the agreement's sentences,
+    ``clause`` the clause of each finding and ``choice`` the part of the choice key that does
+    not depend on the query (decision.rego)."""
     out = {k: v for k, v in doc.items() if k not in _NOT_FOR_DECISIONS}
     subject_types = set(doc["subject_types"])
     jurisdictions = sorted({_alpha2(j) for j in doc["jurisdictions"]})
     requires = set(doc.get("follow_up", {}).get("requires", []))
+    criteria = {
+        entity: doc.get("minimum_criteria", {}).get(entity) or taxonomy["minimum_criteria"][entity]
+        for entity in sorted(subject_types)
+    }
+    # Every purpose of the agreement has an entry, empty when it lists no fields for it.
+    allowed = {
+        purpose: {
+            entity: dict.fromkeys(listed, True)
+            for entity, listed in doc["fields"].get(purpose, {}).items()
+            if entity in subject_types
+        }
+        for purpose in doc["purposes"]
+    }
+    strictness = taxonomy["handling"].get(doc["handling"], {}).get("strictness", 0)
+    say = _agreement_sentences({**doc, "jurisdictions": jurisdictions}, taxonomy, criteria)
+    clause = {rule: f"{doc['id']}: {key}" for rule, key in CLAUSE_KEYS.items()}
+    # The reasons of an allow that depend only on the agreement and the legal basis invoked.
+    ready = {
+        lb["id"]: {
+            key: {
+                "rule": key.split("/")[0],
+                "text": say[key][0],
+                "citation": lb["citation"],
+                "clause": clause[key.split("/")[0]],
+            }
+            for key in (
+                "follow_up.full",
+                "mode.downgraded/follow_up",
+                "mode.downgraded/hit_no_hit_only",
+                "handling.applied",
+            )
+        }
+        for lb in doc["legal_bases"]
+    }
     out.update(
         jurisdictions=jurisdictions,
         jurisdiction_set=dict.fromkeys(jurisdictions, True),
         purpose_set=dict.fromkeys(doc["purposes"], True),
         citation=doc["legal_bases"][0]["citation"],
         citation_by_basis={lb["id"]: lb["citation"] for lb in doc["legal_bases"]},
-        allowed={
-            purpose: {
-                entity: dict.fromkeys(names, True)
-                for entity, names in per_entity.items()
-                if entity in subject_types
-            }
-            for purpose, per_entity in doc["fields"].items()
-            if purpose in doc["purposes"]
-        },
-        criteria={
-            entity: doc.get("minimum_criteria", {}).get(entity)
-            or taxonomy["minimum_criteria"][entity]
-            for entity in sorted(subject_types)
-        },
+        allowed=allowed,
+        criteria=criteria,
         case_reference_required=doc.get("requires_case_reference", True),
         minimum_seriousness=doc.get("minimum_seriousness", "none"),
         seriousness_level=SERIOUSNESS_LEVELS[doc.get("minimum_seriousness", "none")],
@@ -343,6 +559,11 @@ def compile_agreement(doc: Mapping[str, Any], taxonomy: Mapping[str, Any]) -> di
             "seriousness": "seriousness" in requires,
             "officer_confirmation": "officer_confirmation" in requires,
         },
+        say=say,
+        clause=clause,
+        ready=ready,
+        # Prefer the stricter handling code, then the shorter retention, then the lowest id.
+        choice=f"{9 - strictness}|{doc['retention_days']:05d}|{doc['id']}",
     )
     return out
 
@@ -354,9 +575,10 @@ def compile_agreement(doc: Mapping[str, Any], taxonomy: Mapping[str, Any]) -> di
 class PolicyBundle:
     """Everything a decision depends on, checked, with its digest.
 
-    ``modules`` and ``tests`` map a path relative to the policies directory (``ibex/mode.rego``)
-    to its source; ``data`` is the document engines receive (``{"ibex_data": {...}}``) and
-    ``data_json`` the same as JSON text, serialised once because every engine thread needs it.
+    ``modules`` and ``tests`` map a path relative to the policies directory
+    (``ibex/agreement.rego``) to its source; ``data`` is the document engines receive
+    (``{"ibex_data": {...}}``) and ``data_json`` the same as JSON text, serialised once because
+    every engine thread needs it.
     """
 
     root: Path
@@ -455,7 +677,11 @@ def build_data(
     entities: Mapping[str, Mapping[str, bool]],
 ) -> dict[str, Any]:
     """The document under ``data.ibex_data``: agreements by id, the (provider, recipient) index
-    (ids sorted), the taxonomy and every entity's field paths."""
+    (ids sorted), the taxonomy and every entity's field paths; and, so that a decision is a few
+    lookups, ``pairs`` (per provider and recipient: the agreement ids in the order their
+    reasons are listed, and those that cover each purpose and subject type) and ``say`` (the
+    sentences about the query, see SENTENCES)."""
+    compiled = {k: compile_agreement(v, taxonomy) for k, v in sorted(agreements.items())}
     index: dict[str, dict[str, list[str]]] = {}
     for agreement_id in sorted(agreements):
         agreement = agreements[agreement_id]
@@ -463,9 +689,22 @@ def build_data(
             index.setdefault(agreement["provider"], {}).setdefault(recipient, []).append(
                 agreement_id
             )
+    pairs: dict[str, dict[str, Any]] = {}
+    for provider, recipients in index.items():
+        for recipient, ids in recipients.items():
+            cover: dict[str, dict[str, list[str]]] = {}
+            for agreement_id in ids:
+                for purpose, per_entity in compiled[agreement_id]["allowed"].items():
+                    for entity in per_entity:
+                        cover.setdefault(purpose, {}).setdefault(entity, []).append(agreement_id)
+            # A deny lists each agreement's reasons in the order of "<id>|", the order the
+            # reasons had when they were sorted by a key starting with the id and a "|".
+            ordered = sorted(ids, key=lambda i: f"{i}|")
+            pairs.setdefault(provider, {})[recipient] = {"ids": ordered, "cover": cover}
     return {
-        "agreements": {k: compile_agreement(v, taxonomy) for k, v in sorted(agreements.items())},
+        "agreements": compiled,
         "index": index,
+        "pairs": pairs,
         "taxonomy": {
             "purposes": taxonomy["purposes"],
             "legal_bases": {
@@ -476,6 +715,7 @@ def build_data(
             "minimum_criteria": taxonomy["minimum_criteria"],
         },
         "entities": {k: dict(v) for k, v in entities.items()},
+        "say": {key: sentence_parts(key, {}) for key in QUERY_RULES},
     }
 
 

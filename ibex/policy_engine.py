@@ -145,14 +145,32 @@ def _engine_deny(target: str, digest: str, rule: str, detail: str = "") -> Decis
     return deny(target, digest, rule, _ENGINE_SENTENCES[rule].format(detail=detail))
 
 
+# Checked field lists and reasons, by value: decisions repeat the same lists and sentences, and
+# checking one is dearer than looking it up. Bounded; only values that passed every check are
+# kept, so a lookup hit is exactly as good as the check.
+_CHECKED_LISTS: dict[tuple[object, ...], tuple[str, ...]] = {}
+_CHECKED_REASONS: dict[tuple[object, ...], Reason] = {}
+_CHECKED_MAX = 16384
+
+
 def _field_list(value: object, what: str) -> tuple[str, ...]:
+    if type(value) is list:
+        try:
+            hit = _CHECKED_LISTS.get(tuple(value))
+        except TypeError:  # an unhashable member: not a field name, checked below
+            hit = None
+        if hit is not None:
+            return hit
     if not isinstance(value, list) or len(value) > 128:
         raise _Malformed(f"{what} is not a list of at most 128 field names")
     if not all(isinstance(f, str) and _FIELD_RE.fullmatch(f) for f in value):
         raise _Malformed(f"{what} holds something that is not a field name")
     if value != sorted(set(value)):
         raise _Malformed(f"{what} is not sorted and unique")
-    return tuple(value)
+    checked = tuple(value)
+    if len(_CHECKED_LISTS) < _CHECKED_MAX:
+        _CHECKED_LISTS[checked] = checked
+    return checked
 
 
 def _optional_text(value: object, limit: int, what: str) -> str | None:
@@ -163,31 +181,55 @@ def _optional_text(value: object, limit: int, what: str) -> str | None:
     return value
 
 
+def _reason(item: object) -> Reason:
+    if type(item) is dict and len(item) <= 4:
+        key = (
+            item.get("rule"),
+            item.get("text"),
+            item.get("citation"),
+            item.get("clause"),
+            len(item),
+        )
+        try:
+            hit = _CHECKED_REASONS.get(key)
+        except TypeError:  # an unhashable member: checked below
+            hit = None
+        if hit is not None:
+            return hit
+    if not isinstance(item, dict) or not {"rule", "text"} <= set(item) <= {
+        "rule",
+        "text",
+        "citation",
+        "clause",
+    }:
+        raise _Malformed("a reason is not {rule, text, citation?, clause?}")
+    rule, text = item["rule"], item["text"]
+    if not isinstance(rule, str) or not _RULE_RE.fullmatch(rule):
+        raise _Malformed("a reason's rule is not a rule id")
+    if not isinstance(text, str) or not text or len(text) > 500:
+        raise _Malformed("a reason's text is not a sentence of at most 500 characters")
+    reason = Reason(
+        rule=rule,
+        text=text,
+        citation=_optional_text(item.get("citation"), 500, "a citation"),
+        clause=_optional_text(item.get("clause"), 200, "a clause"),
+    )
+    if len(_CHECKED_REASONS) < _CHECKED_MAX:
+        key = (
+            item.get("rule"),
+            item.get("text"),
+            item.get("citation"),
+            item.get("clause"),
+            len(item),
+        )
+        _CHECKED_REASONS[key] = reason
+    return reason
+
+
 def _reasons(value: object) -> tuple[Reason, ...]:
     if not isinstance(value, list) or not value:
         raise _Malformed("reasons is not a non-empty list")
-    out = []
-    for item in value:
-        if not isinstance(item, dict) or not {"rule", "text"} <= set(item) <= {
-            "rule",
-            "text",
-            "citation",
-            "clause",
-        }:
-            raise _Malformed("a reason is not {rule, text, citation?, clause?}")
-        rule, text = item["rule"], item["text"]
-        if not isinstance(rule, str) or not _RULE_RE.fullmatch(rule):
-            raise _Malformed("a reason's rule is not a rule id")
-        if not isinstance(text, str) or not text or len(text) > 500:
-            raise _Malformed("a reason's text is not a sentence of at most 500 characters")
-        out.append(
-            Reason(
-                rule=rule,
-                text=text,
-                citation=_optional_text(item.get("citation"), 500, "a citation"),
-                clause=_optional_text(item.get("clause"), 200, "a clause"),
-            )
-        )
+    out = [_reason(item) for item in value]
     if len(out) > MAX_REASONS:
         more = len(out) - (MAX_REASONS - 1)
         out = [

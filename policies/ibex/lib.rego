@@ -15,6 +15,7 @@ names(xs) := concat(" and ", [concat(", ", array.slice(xs, 0, count(xs) - 1)), x
 # Whether a set of jurisdictions ({code: true}) covers the query's jurisdiction: exactly, or the
 # query's jurisdiction is a subdivision (US-WA) of a listed country (US). A listed subdivision
 # does not cover its whole country.
-covers(set, jurisdiction, country) if set[jurisdiction]
-
-covers(set, jurisdiction, country) if set[country]
+covers(set, jurisdiction, country) if {
+	some j in [jurisdiction, country]
+	set[j]
+}

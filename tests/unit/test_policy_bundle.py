@@ -73,7 +73,7 @@ def test_digest_is_stable(policies: Path) -> None:
 
 @pytest.mark.parametrize(
     "rel",
-    ["ibex/mode.rego", "taxonomy.yaml", SCREENING],
+    ["ibex/agreement.rego", "taxonomy.yaml", SCREENING],
 )
 def test_digest_changes_when_any_file_changes(policies: Path, rel: str) -> None:
     before = PolicyBundle.load(policies).digest
@@ -157,8 +157,8 @@ def test_duplicate_agreement_id_is_refused(policies: Path) -> None:
 
 
 def test_rego_syntax_error_names_the_file(policies: Path) -> None:
-    _edit(policies / "ibex/mode.rego", "effective(a) :=", "effective(a) =:")
-    with pytest.raises(ConfigError, match=r"ibex/mode\.rego"):
+    _edit(policies / "ibex/agreement.rego", "effective(a, c) :=", "effective(a, c) =:")
+    with pytest.raises(ConfigError, match=r"ibex/agreement\.rego"):
         PolicyBundle.load(policies)
 
 
@@ -170,6 +170,6 @@ def test_taxonomy_needs_minimum_criteria_for_every_entity(policies: Path) -> Non
 
 
 def test_reading_the_time_of_day_is_detected(policies: Path) -> None:
-    with (policies / "ibex/validity.rego").open("a") as f:
+    with (policies / "ibex/agreement.rego").open("a") as f:
         f.write('\nafternoon if substring(input.now, 11, 2) >= "12"\n')
     assert PolicyBundle.load(policies).reads_time_of_day is True
