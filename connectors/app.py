@@ -7,6 +7,7 @@ from flask import Blueprint, Flask, Response, request
 from connectors.services import ConnectorServices
 from ibex.audit_api import make_audit_blueprint
 from ibex.config import ConnectorConfig
+from ibex.errors import IbexError
 from ibex.federation import witness_keys
 from ibex.jsonio import dumps
 from ibex.web import (
@@ -34,7 +35,11 @@ def create_app(config: ConnectorConfig, *, services: ConnectorServices | None = 
 
     @bp.post("/v1/provider/queries")
     def provider() -> Response:
-        body = read_body(config.max_body_bytes)
+        try:
+            body = read_body(config.max_body_bytes)
+        except IbexError as exc:
+            svc.provider.refused(exc)  # a query that could not even be read is still logged
+            raise
         answer = svc.provider.handle(body)
         return Response(answer.to_bytes(), status=200, mimetype="application/json")
 

@@ -77,7 +77,9 @@ class Gateway:
         """Run one plain request through the federation and return verified plain results."""
         registry().validate(request, GATEWAY_SCHEMA)
         follow = request.get("follow_up")
-        criteria: Mapping[str, Any] = request["criteria"]
+        if follow is None and "criteria" not in request:
+            raise BadInput("a query needs criteria (only a follow-up carries a reference instead)")
+        criteria: Mapping[str, Any] = request.get("criteria", {})
         mode = request.get("mode", "hit_no_hit")
         follow_up = None
         if follow is not None:
@@ -126,7 +128,9 @@ class Gateway:
             raise StoreError(f"the broker could not be reached: {type(exc).__name__}") from None
         if resp.status_code != 200:
             return {"query_id": out.query.query_id, "broker_refusal": _problem(resp)}
-        return self.verify_response(resp.content, out.query.query_id, targets)
+        return self.verify_response(
+            resp.content, out.query.query_id, targets, requested=out.query.requested_fields
+        )
 
     def _partners_for(self, subject_type: str) -> list[str]:
         doc = self._federation.current()
@@ -138,7 +142,16 @@ class Gateway:
 
     # --- incoming ------------------------------------------------------------------------------
 
-    def verify_response(self, body: bytes, query_id: str, targets: Sequence[str]) -> dict[str, Any]:
+    def verify_response(
+        self,
+        body: bytes,
+        query_id: str,
+        targets: Sequence[str],
+        *,
+        requested: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Check the broker's answer to ``query_id``; ``requested`` (the fields this member asked
+        for) bounds what any partner may have released, on top of each decision."""
         doc = self._federation.current()
         trust = self._federation.trust()
         broker = doc.broker.id
@@ -157,7 +170,7 @@ class Gateway:
         results = []
         for r in agg.results:
             sealed = resp.sealed_payloads.get(r.target)
-            results.append(self._result(r, sealed, query_id, broker))
+            results.append(self._result(r, sealed, query_id, broker, requested))
         return {
             "query_id": query_id,
             "policy_digest": agg.policy_digest,
@@ -166,7 +179,12 @@ class Gateway:
         }
 
     def _result(
-        self, r: TargetResult, sealed: str | None, query_id: str, broker: str
+        self,
+        r: TargetResult,
+        sealed: str | None,
+        query_id: str,
+        broker: str,
+        requested: Sequence[str] | None,
     ) -> dict[str, Any]:
         member = self._federation.current().member(r.target)
         out: dict[str, Any] = {
@@ -184,7 +202,7 @@ class Gateway:
             out["verification"] = "not applicable"
             return out
         try:
-            checked = self._check(r, sealed, query_id, broker)
+            checked = self._check(r, sealed, query_id, broker, requested)
         except IbexError as exc:
             out["status"] = "discarded"
             out["verification"] = f"failed: {exc.detail}"
@@ -195,7 +213,12 @@ class Gateway:
         return out
 
     def _check(
-        self, r: TargetResult, sealed_b64: str | None, query_id: str, broker: str
+        self,
+        r: TargetResult,
+        sealed_b64: str | None,
+        query_id: str,
+        broker: str,
+        requested: Sequence[str] | None,
     ) -> Verified:
         if r.answer is None or r.decision is None:
             raise BadInput("the answered result carries no answer or decision")
@@ -214,6 +237,8 @@ class Gateway:
         released = set(answer.fields_released)
         if not released <= allowed:
             raise BadInput("the provider released fields the decision did not allow")
+        if requested is not None and not released <= set(requested):
+            raise BadInput("the provider released fields this member did not ask for")
         if r.decision.mode == "hit_no_hit" and answer.mode != "hit_no_hit":
             raise BadInput("the provider answered in full where only hit/no-hit was allowed")
         if sealed_b64 is None:

@@ -81,13 +81,17 @@ def _transliterate_ideographs(text: str) -> str:
 @functools.lru_cache(maxsize=65536)
 def transliterate(text: str) -> str:
     """The ASCII comparison form: lower-case ASCII tokens separated by single spaces."""
-    text = unicodedata.normalize("NFKC", text)
+    text = original = unicodedata.normalize("NFKC", text)
     if not text.isascii():
         if _SYLLABIC.search(text):
             text = _transliterate_ideographs(text)
         text = anyascii(text)
-    text = text.lower().translate(_APOSTROPHES)
-    return " ".join(_ASCII_NON_ALNUM.sub(" ", text).split())
+    out = " ".join(_ASCII_NON_ALNUM.sub(" ", text.lower().translate(_APOSTROPHES)).split())
+    if not out:
+        # Characters anyascii has no reading for (rare CJK extensions, some scripts): a stable
+        # ASCII spelling of their code points, so the name still matches itself exactly.
+        out = " ".join("x" + "".join(f"{ord(c):x}" for c in t) for t in fold(original).split())
+    return out
 
 
 def token_sort(ascii_form: str) -> str:

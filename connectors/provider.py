@@ -22,7 +22,7 @@ from ibex.canonical import digest_bytes
 from ibex.config import ConnectorConfig
 from ibex.decider import PolicyDecider
 from ibex.envelope import sign, verify
-from ibex.errors import AuditError, BadInput, Forbidden, IbexError
+from ibex.errors import AuditError, BadInput, Forbidden, IbexError, TimeWindowError
 from ibex.federation import FederationClient, encryption_key
 from ibex.keys import MemberKeys, b64
 from ibex.messages import (
@@ -91,14 +91,17 @@ class Provider:
     def handle(self, body: bytes) -> ProviderResponse:
         meta: dict[str, Any] = {}
         try:
-            admitted = self._admit(body, meta)
+            return self._answer(self._admit(body, meta), meta)
         except AuditError:
             raise
         except IbexError as exc:
-            error = {"code": exc.code, "detail": exc.detail[:300]}
-            self._log.append(self._entry("refusal", error=error, **meta))
+            self.refused(exc, meta)
             raise
-        return self._answer(admitted, meta)
+
+    def refused(self, exc: IbexError, meta: dict[str, Any] | None = None) -> None:
+        """Log a refusal (metadata only), also one that happened before the body was read."""
+        error = {"code": exc.code, "detail": exc.detail[:300]}
+        self._log.append(self._entry("refusal", error=error, **(meta or {})))
 
     # --- admission ---------------------------------------------------------------------------
 
@@ -141,7 +144,7 @@ class Provider:
             criteria_fields=list(query.criteria_fields),
         )
         if parse_ts(query.expires_at) <= now() - self.config.clock_skew_seconds:
-            raise BadInput("the requester's query has expired")
+            raise TimeWindowError("the requester's query has expired")
         sealed = decode_sealed(req.sealed_criteria)
         opened = open_criteria(query, sealed, self._keys)
         return Admitted(routed, query, opened.criteria)
@@ -150,7 +153,9 @@ class Provider:
 
     def _answer(self, a: Admitted, meta: dict[str, Any]) -> ProviderResponse:
         decision = a.routed.decision
-        fields = set(decision.fields)
+        # Never more than the requester asked for, whatever the decision says (a faulty or
+        # compromised broker cannot make us over-share); the request is the requester's signed.
+        fields = set(decision.fields) & set(a.query.requested_fields)
         mode = decision.mode
         if self._local is not None:
             local = self._local_decision(a.query)

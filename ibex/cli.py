@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ibex.audit_cli",
     "broker.cli",
     "connectors.cli",
+    "connectors.cli_query",
     "ibex.demo",
 )
 

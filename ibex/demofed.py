@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
+
+
+def busy_ports(ports: Sequence[int]) -> list[int]:
+    """The ports of ``ports`` that cannot be bound on 127.0.0.1 (something listens there)."""
+    busy = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As gunicorn does: a port whose last connection lingers in TIME_WAIT is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                busy.append(port)
+    return busy
 
 
 def _secret(path: Path, text: str) -> Path:
@@ -170,17 +184,17 @@ class LocalFederation:
         }
         (bdir / "broker.toml").write_text(_toml(settings))
         self.nodes["broker"] = Node("broker", "broker", port, bdir / "broker.toml", oversight)
-        for m in self.members:
-            self._create_member(m)
+        for index, m in enumerate(self.members):
+            # With a fixed broker port, the connectors take the ports after it, in member order.
+            self._create_member(m, port + 1 + index if self.broker_port else free_port())
         self.register(register if register is not None else [m.id for m in self.members])
 
-    def _create_member(self, m: MemberSetup) -> None:
+    def _create_member(self, m: MemberSetup, port: int) -> None:
         mdir = self.root / m.id
         keys = mdir / "keys"
         MemberKeys.generate(m.id).save(keys, overwrite=True)
         generate_db_key_file(keys / "db.key", overwrite=True)
         token = _secret(keys / "gateway.token", secrets.token_urlsafe(24))
-        port = free_port()
         node = Node(m.id, "connector", port, mdir / "connector.toml", token)
         broker_url = self.nodes["broker"].url
         if m.id in self.relayed:
@@ -317,16 +331,33 @@ class LocalFederation:
 
     def seed(self, member: str, entity_type: str, records: Sequence[Mapping[str, Any]]) -> int:
         """Load records into a member's encrypted store (all or nothing), as an import would."""
+        return self.seed_batches(member, [(entity_type, records)])
+
+    def seed_batches(
+        self,
+        member: str,
+        batches: Iterable[tuple[str, Sequence[Mapping[str, Any]]]],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Load ``(entity type, records)`` batches into a member's store, each batch all or
+        nothing (validated against the shared schemas), calling ``progress(count)`` after each."""
         from connectors.records import RecordStore  # the front door may import it
 
         data = self.root / member / "data"
         data.mkdir(parents=True, exist_ok=True)
+        os.chmod(data, 0o700)  # records are personal data, even synthetic ones: owner only
         key = load_db_key(self.root / member / "keys" / "db.key")
         store = RecordStore.open_or_create(data / "records.db", key)
+        total = 0
         try:
-            return store.put_many(entity_type, [dict(r) for r in records])
+            for entity_type, records in batches:
+                count = store.put_many(entity_type, [dict(r) for r in records])
+                total += count
+                if progress is not None:
+                    progress(count)
         finally:
             store.close()
+        return total
 
     # --- for people and scripts ----------------------------------------------------------------
 
@@ -352,6 +383,16 @@ class LocalFederation:
                 for m in self.members
             ],
         }
+
+    def audit_vkey(self) -> str:
+        """The C2SP verifier key of the broker's audit log (what ``ibex audit verify`` trusts)."""
+        from broker.services import audit_origin  # the front door may import it
+        from ibex.config import BrokerConfig, load_config
+        from ibex.note import NoteSigner
+
+        origin = audit_origin(load_config(BrokerConfig, self.nodes["broker"].config))
+        keys = MemberKeys.load(self.root / "broker" / "keys", self.broker_id)
+        return NoteSigner(origin, keys.signing_key).verifier.vkey
 
     def gateway(self, member: str, request: Mapping[str, Any], timeout: float = 30.0) -> Any:
         """POST a plain request to a member's gateway, as the agency's own system would."""

@@ -146,3 +146,11 @@ def test_token_sort_ignores_order(tokens: list[str]) -> None:
     text = " ".join(tokens)
     shuffled = " ".join(reversed(tokens))
     assert token_sort(transliterate(text)) == token_sort(transliterate(shuffled))
+
+
+def test_characters_without_a_reading_still_get_a_stable_ascii_form() -> None:
+    # Found by hypothesis: anyascii has no reading for this CJK Extension B character, and a
+    # name made of it used to have an empty comparison form, so it never matched itself.
+    form = transliterate("\U000223a4")
+    assert form and form.isascii()
+    assert transliterate("\U000223a4") == form
