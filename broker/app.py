@@ -5,10 +5,14 @@ from __future__ import annotations
 from flask import Flask, request
 
 from broker.api import make_api_blueprint
+from broker.console import make_console_blueprint
 from broker.services import BrokerServices
 from ibex.audit_api import make_audit_blueprint
 from ibex.config import BrokerConfig
 from ibex.federation import witness_keys
+from ibex.metrics import AuditCollector
+from ibex.metrics import init_app as init_metrics
+from ibex.openapi import init_app as init_openapi
 from ibex.web import register_error_handlers
 
 
@@ -37,4 +41,7 @@ def create_app(config: BrokerConfig, *, services: BrokerServices | None = None) 
             witness_keys=lambda: witness_keys(svc.members.list()),
         )
     )
+    init_metrics(app, "broker", [AuditCollector("audit", lambda: svc.audit)])
+    init_openapi(app, "broker")
+    app.register_blueprint(make_console_blueprint(svc))
     return app

@@ -20,7 +20,9 @@ from ibex.config import BrokerConfig
 from ibex.decider import PolicyDecider
 from ibex.errors import Forbidden, KeyFileError, Unauthorized
 from ibex.keys import MemberKeys, read_secret_file
+from ibex.metrics import InstrumentedAuditLog, observe_stage
 from ibex.nonces import NonceStore
+from ibex.policy_lifecycle import BundleStore
 from ibex.store import load_db_key, open_encrypted
 
 Observer = Callable[[str, float], None]
@@ -36,6 +38,7 @@ class BrokerServices:
     decider: PolicyDecider
     router: Router
     intake: Intake
+    bundles: BundleStore | None = None
 
     @classmethod
     def open(cls, config: BrokerConfig, *, observe: Observer | None = None) -> BrokerServices:
@@ -46,7 +49,7 @@ class BrokerServices:
         conn = open_encrypted(data / "broker.db", db_key, create=True)
         members = MemberRegistry(conn, keys, federation=config.federation, endpoint=config.url)
         nonces = NonceStore(data / "nonces.db", db_key)
-        audit = AuditLog(
+        audit = InstrumentedAuditLog(
             data / "audit.db",
             db_key,
             origin=audit_origin(config),
@@ -55,8 +58,20 @@ class BrokerServices:
             checkpoint_every=config.checkpoint_every,
             checkpoint_seconds=config.checkpoint_seconds,
         )
-        decider = PolicyDecider.load(
-            config.policies_dir, engine=config.policy_engine, opa_url=config.opa_url
+        # Policy bundles activated by two legal officers (ibex.policy_lifecycle) take over from
+        # config.policies_dir once one is active; the decider follows later activations. The
+        # store has its own connection: its transactions must not interleave with the registry's.
+        bundles = BundleStore(
+            open_encrypted(data / "broker.db", db_key, create=True),
+            audit=audit,
+            retention_days=config.audit_retention_days,
+        )
+        decider = PolicyDecider.open(
+            config.policies_dir,
+            store=bundles,
+            cache_dir=data / "bundles",
+            engine=config.policy_engine,
+            opa_url=config.opa_url,
         )
         router = Router(max_workers=config.max_fanout_workers)
         intake = Intake(
@@ -67,14 +82,16 @@ class BrokerServices:
             audit=audit,
             decider=decider,
             router=router,
-            observe=observe,
+            observe=observe or observe_stage,
         )
-        return cls(config, keys, members, nonces, audit, decider, router, intake)
+        return cls(config, keys, members, nonces, audit, decider, router, intake, bundles)
 
     def close(self) -> None:
         self.router.close()
         self.audit.close()
         self.nonces.close()
+        if self.bundles is not None:
+            self.bundles.close()
 
     # --- who may read what -----------------------------------------------------------------
 

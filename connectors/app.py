@@ -9,10 +9,14 @@ from ibex.audit_api import make_audit_blueprint
 from ibex.config import ConnectorConfig
 from ibex.errors import IbexError
 from ibex.federation import witness_keys
+from ibex.guards import guard
+from ibex.health import Check, engine_check, key_files_check, readiness_response
 from ibex.jsonio import dumps
+from ibex.metrics import AuditCollector
+from ibex.metrics import init_app as init_metrics
+from ibex.openapi import init_app as init_openapi
 from ibex.web import (
     json_response,
-    problem_response,
     read_body,
     read_json,
     register_error_handlers,
@@ -34,6 +38,7 @@ def create_app(config: ConnectorConfig, *, services: ConnectorServices | None = 
     bp = Blueprint("connector_api", __name__)
 
     @bp.post("/v1/provider/queries")
+    @guard("broker-signed")
     def provider() -> Response:
         try:
             body = read_body(config.max_body_bytes)
@@ -44,41 +49,37 @@ def create_app(config: ConnectorConfig, *, services: ConnectorServices | None = 
         return Response(answer.to_bytes(), status=200, mimetype="application/json")
 
     @bp.post("/v1/gateway/queries")
+    @guard("gateway-token")
     def gateway() -> Response:
         svc.require_gateway_token(bearer())
         result = svc.gateway.ask(read_json(config.max_body_bytes))
         return Response(dumps(result), status=200, mimetype="application/json")
 
     @bp.get("/healthz")
+    @guard("public")
     def healthz() -> Response:
         return json_response({"status": "alive", "member": config.member_id})
 
     @bp.get("/readyz")
+    @guard("public")
     def readyz() -> Response:
-        problems = []
-        try:
-            svc.log.size()
-        except Exception:
-            problems.append("disclosure log unusable")
-        try:
-            svc.records.count()
-        except Exception:
-            problems.append("record store unusable")
-        try:
-            svc.federation.current()
-        except Exception:
-            problems.append("no verified federation document")
-        if problems:
-            return problem_response(
-                {
-                    "type": "about:blank",
-                    "title": "Not ready",
-                    "status": 503,
-                    "detail": "; ".join(problems),
-                    "code": "not-ready",
-                }
-            )
-        return json_response({"status": "ready", "member": config.member_id})
+        public = [config.broker_public_key_file] if config.broker_public_key_file else []
+        keys = key_files_check(
+            config.keys_dir, config.member_id, config.db_key_file, config.db_key_env, public
+        )
+        checks: list[Check] = [
+            ("disclosure log unusable", svc.log.size),
+            ("record store unusable", svc.records.count),
+            ("no verified federation document", svc.federation.current),
+            ("key files unreadable", keys),
+        ]
+        local = svc.local_policy
+        if local is not None:
+            checks.append(("local policy engine unusable", engine_check(lambda: local.engine)))
+        response: Response = readiness_response(
+            checks, {"status": "ready", "member": config.member_id}
+        )
+        return response
 
     def authorize_oversight() -> None:
         # The disclosure log's entries are read by the agency's own oversight with the gateway
@@ -93,4 +94,6 @@ def create_app(config: ConnectorConfig, *, services: ConnectorServices | None = 
             witness_keys=lambda: witness_keys(svc.federation.current().members),
         )
     )
+    init_metrics(app, "connector", [AuditCollector("disclosures", lambda: svc.log)])
+    init_openapi(app, "connector")
     return app

@@ -22,6 +22,7 @@ from ibex.decider import PolicyDecider
 from ibex.errors import ConfigError, Forbidden, KeyFileError, Unauthorized
 from ibex.federation import FederationClient
 from ibex.keys import MemberKeys, load_public, read_secret_file
+from ibex.metrics import InstrumentedAuditLog
 from ibex.nonces import NonceStore
 from ibex.store import load_db_key
 
@@ -44,6 +45,7 @@ class ConnectorServices:
     log: AuditLog
     provider: Provider
     gateway: Gateway
+    local_policy: PolicyDecider | None = None
 
     @classmethod
     def open(cls, config: ConnectorConfig) -> ConnectorServices:
@@ -63,7 +65,7 @@ class ConnectorServices:
         records = RecordStore.open_or_create(data / RECORDS_DB, db_key)
         references = ReferenceStore(data / "references.db", db_key)
         nonces = NonceStore(data / "nonces.db", db_key)
-        log = AuditLog(
+        log = InstrumentedAuditLog(
             data / "disclosures.db",
             db_key,
             origin=disclosure_origin(config.member_id),
@@ -71,6 +73,7 @@ class ConnectorServices:
             create=True,
             checkpoint_every=config.checkpoint_every,
             checkpoint_seconds=config.checkpoint_seconds,
+            metrics_name="disclosures",
         )
         local = (
             PolicyDecider.load(
@@ -92,7 +95,9 @@ class ConnectorServices:
             local_policy=local,
         )
         gateway = Gateway(config=config, keys=keys, federation=federation)
-        return cls(config, keys, federation, records, references, nonces, log, provider, gateway)
+        return cls(
+            config, keys, federation, records, references, nonces, log, provider, gateway, local
+        )
 
     def close(self) -> None:
         self.gateway.close()

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, request
 
 from ibex.auditlog import AuditLog
 from ibex.errors import BadInput
+from ibex.guards import guard
 from ibex.keys import b64
 from ibex.web import json_response, read_body
 
@@ -56,6 +57,7 @@ def make_audit_blueprint(
     bp = Blueprint("audit", __name__, url_prefix="/v1/audit")
 
     @bp.get("/checkpoint")
+    @guard("public")
     def checkpoint() -> Response:
         _only()
         resp = Response(log_provider().checkpoint(), mimetype="text/plain")
@@ -63,6 +65,7 @@ def make_audit_blueprint(
         return resp
 
     @bp.get("/entries")
+    @guard("oversight")
     def entries() -> Response:
         authorize_oversight()
         _only("start", "end")
@@ -82,6 +85,7 @@ def make_audit_blueprint(
         return json_response({"entries": out})
 
     @bp.get("/proof/inclusion")
+    @guard("public")
     def inclusion() -> Response:
         _only("index", "size")
         index, size = _int_arg("index"), _int_arg("size", minimum=1)
@@ -91,6 +95,7 @@ def make_audit_blueprint(
         return json_response({"hashes": [b64(h) for h in hashes]})
 
     @bp.get("/proof/consistency")
+    @guard("public")
     def consistency() -> Response:
         _only("old", "new")
         old, new = _int_arg("old"), _int_arg("new")
@@ -100,6 +105,7 @@ def make_audit_blueprint(
         return json_response({"hashes": [b64(h) for h in hashes]})
 
     @bp.post("/cosignature")
+    @guard("witness-signed")
     def cosignature() -> Response:
         _only()
         body = read_body(MAX_COSIGNATURE_BYTES, content_types=("text/plain",))

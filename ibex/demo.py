@@ -45,10 +45,15 @@ BROKER_SETTINGS: dict[str, Any] = {
     "checkpoint_every": 100,
     "checkpoint_seconds": 1.0,  # so that step 7 finds every entry under a signed checkpoint
 }
+CONSOLE_USERS = (
+    ("alice", "legal-officer"),
+    ("bob", "legal-officer"),
+    ("olga", "oversight"),
+    ("adam", "admin"),
+)
 CONSOLE_NOTE = (
-    "The web console is not built yet (issue 7): there is no console URL and there are no "
-    "console users. Use the gateway API with the tokens below and the audit API with the "
-    "oversight token."
+    "Two legal officers (a bundle proposed by one must be approved and activated by the "
+    "other), an oversight user and an admin; passwords are random for this demo only."
 )
 
 
@@ -128,7 +133,12 @@ def _write_private(path: Path, doc: dict[str, Any]) -> None:
         fh.write("\n")
 
 
-def manifest(fed: LocalFederation, records: dict[str, int], joined: bool) -> dict[str, Any]:
+def manifest(
+    fed: LocalFederation,
+    records: dict[str, int],
+    joined: bool,
+    console_users: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
     """What ``DIR/demo.json`` holds: where everything is, and the local demo's credentials."""
     doc = fed.manifest()
     doc["federation_dir"] = str(fed.root)
@@ -141,7 +151,11 @@ def manifest(fed: LocalFederation, records: dict[str, int], joined: bool) -> dic
         member["records"] = records.get(member["id"], 0)
         member["registered"] = member["id"] != PARTNER or joined
         member["joins"] = "during the demo" if member["id"] == PARTNER else "at start"
-    doc["console"] = {"url": None, "users": [], "note": CONSOLE_NOTE}
+    doc["console"] = {
+        "url": fed.nodes["broker"].url + "/console/",
+        "users": console_users or [],
+        "note": CONSOLE_NOTE,
+    }
     return doc
 
 
@@ -223,6 +237,7 @@ def _demo(fed: LocalFederation, args: argparse.Namespace, out: TextIO, state: _S
     print(f"IBEX demo: a border federation on 127.0.0.1, in {fed.root}\n", file=out)
     started = time.monotonic()
     fed.create(register=FOUNDERS)
+    console_users = fed.add_console_users(CONSOLE_USERS)
     timings["create_seconds"] = time.monotonic() - started
 
     records = _seed(fed, args, timings)
@@ -234,7 +249,7 @@ def _demo(fed: LocalFederation, args: argparse.Namespace, out: TextIO, state: _S
         f"(gunicorn); {PARTNER} joins during the scenario\n",
         file=out,
     )
-    _write_private(fed.root / "demo.json", manifest(fed, records, joined=False))
+    _write_private(fed.root / "demo.json", manifest(fed, records, False, console_users))
 
     print(_header(), file=out)
     started = time.monotonic()
@@ -243,7 +258,7 @@ def _demo(fed: LocalFederation, args: argparse.Namespace, out: TextIO, state: _S
     timings["scenario_seconds"] = time.monotonic() - started
     ok = state.ok = all(s.ok for s in steps)
     state.finished = True
-    _write_private(fed.root / "demo.json", manifest(fed, records, joined=True))
+    _write_private(fed.root / "demo.json", manifest(fed, records, True, console_users))
     summary = {
         "ok": ok,
         "federation_dir": str(fed.root),
@@ -372,7 +387,8 @@ def _banner(fed: LocalFederation) -> str:
     for m in DEMO_MEMBERS:
         lines.append(f"  {m.id:<9} {fed.nodes[m.id].url}   {m.name}")
     lines += [
-        "  console   not available yet (issue 7): no URL, no users",
+        f"  console   {broker.url}/console/   (logins in demo.json: alice and bob legal"
+        " officers, olga oversight, adam admin)",
         f"  demo.json {fed.root / 'demo.json'}  (mode 0600: gateway tokens, oversight token)",
         "",
         "Ask US-CBP about a traveller, as CA-CBSA's own systems would:",

@@ -359,6 +359,32 @@ class LocalFederation:
             store.close()
         return total
 
+    def add_console_users(
+        self, users: Sequence[tuple[str, str]], *, cost: str = "interactive"
+    ) -> list[dict[str, str]]:
+        """Create console users (name, role) with random passwords; return them with passwords.
+
+        The demo uses libsodium's "interactive" Argon2id cost so that start-up stays quick; a
+        real broker's ``ibex broker-user add`` uses the stronger default.
+        """
+        from broker.users import UserStore  # the front door may import it
+
+        bdir = self.root / "broker"
+        (bdir / "data").mkdir(parents=True, exist_ok=True)
+        conn = open_encrypted(
+            bdir / "data" / "broker.db", load_db_key(bdir / "keys" / "db.key"), create=True
+        )
+        created = []
+        try:
+            store = UserStore(conn, cost=cost)
+            for name, role in users:
+                password = secrets.token_urlsafe(12)
+                store.add(name, role, password)
+                created.append({"name": name, "role": role, "password": password})
+        finally:
+            conn.close()
+        return created
+
     # --- for people and scripts ----------------------------------------------------------------
 
     def manifest(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import stat
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ibex.demofed import busy_ports
@@ -197,14 +199,33 @@ def test_demo_json_tells_scripts_where_everything_is(demo: DemoRun) -> None:
     assert members[-1]["joins"] == "during the demo"
     assert doc["audit"]["oversight_token"]
     assert doc["audit"]["log_vkey"].startswith("ibex-demo.ibex/")
-    # The console does not exist yet: say so, invent nobody.
-    assert doc["console"]["url"] is None
-    assert doc["console"]["users"] == []
-    assert "not built yet" in doc["console"]["note"]
+    # The console's users, one per role and two legal officers for the two-person rule.
+    assert doc["console"]["url"].endswith("/console/")
+    roles = sorted(u["role"] for u in doc["console"]["users"])
+    assert roles == ["admin", "legal-officer", "legal-officer", "oversight"]
+    assert all(len(u["password"]) >= 12 for u in doc["console"]["users"])
 
 
 def test_no_process_is_left_behind(demo: DemoRun) -> None:
     assert not [p for p in range(demo.port, demo.port + PROCESSES) if listening(p)]
+
+
+def console_login_works(manifest: Path) -> None:
+    """A legal officer from demo.json logs into the running console."""
+    doc = json.loads(manifest.read_text())
+    user = next(u for u in doc["console"]["users"] if u["role"] == "legal-officer")
+    with httpx.Client(base_url=doc["console"]["url"], trust_env=False, timeout=30) as client:
+        page = client.get("login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf, page
+        resp = client.post(
+            "login",
+            data={"csrf": csrf.group(1), "name": user["name"], "password": user["password"]},
+        )
+        assert resp.status_code in (200, 303), resp.text
+        home = client.get("federation")
+        assert home.status_code == 200
+        assert user["name"] in home.text
 
 
 def test_serves_until_interrupted_then_stops_every_process(tmp_path: Path) -> None:
@@ -225,6 +246,7 @@ def test_serves_until_interrupted_then_stops_every_process(tmp_path: Path) -> No
                     break
             assert any("Ctrl-C" in line for line in seen), "".join(seen)
             assert all(listening(p) for p in range(port, port + PROCESSES))
+            console_login_works(tmp_path / "fed" / "demo.json")
             os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
             # read(), not communicate(timeout=...), which would skip what the iterator buffered.
             rest = proc.stdout.read()
@@ -235,7 +257,7 @@ def test_serves_until_interrupted_then_stops_every_process(tmp_path: Path) -> No
                 proc.wait()
     text = "".join(seen) + rest
     assert "curl -s http://127.0.0.1:" in text
-    assert "console   not available yet" in text
+    assert "/console/" in text
     assert "every process stopped" in rest
     assert proc.returncode == 0, text
     assert not [p for p in range(port, port + PROCESSES) if listening(p)]
