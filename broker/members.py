@@ -13,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ibex.envelope import Envelope, TrustStore, sign
-from ibex.errors import BadInput, NotFound, UnknownMember
+from nacl.signing import SigningKey
+
+from ibex.envelope import Envelope, TrustStore, add_signature, sign
+from ibex.errors import BadInput, ConfigError, NotFound, UnknownMember
 from ibex.federation import build_trust
 from ibex.jsonio import dumps, loads_strict
-from ibex.keys import MemberKeys, PublicKeys, b64, check_member_id
+from ibex.keys import MemberKeys, PublicKeys, b64, check_member_id, key_id
 from ibex.messages import (
     PT_BROKER_ANSWER,
     PT_FEDERATION,
@@ -32,7 +34,7 @@ from ibex.messages import (
     encode,
 )
 from ibex.store import Connection
-from ibex.timeutil import format_ts, now
+from ibex.timeutil import format_ts, now, parse_ts
 
 AGENCY_KINDS = (
     "immigration",
@@ -43,6 +45,9 @@ AGENCY_KINDS = (
     "intelligence",
     "other",
 )
+DAY = 86400.0
+MAX_MEMBER_KEYS = 16  # messages/federation: a member lists at most 16 keys
+MAX_BROKER_KEYS = 8
 MEMBER_PAYLOAD_TYPES = frozenset({PT_QUERY, PT_PROVIDER_ANSWER})
 BROKER_PAYLOAD_TYPES = frozenset(
     {PT_ROUTED_QUERY, PT_BROKER_ANSWER, PT_FEDERATION, PT_PROVIDER_ANSWER}
@@ -53,6 +58,10 @@ CREATE TABLE IF NOT EXISTS members (
     id TEXT PRIMARY KEY,
     body TEXT NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS broker_keys (
+    keyid TEXT PRIMARY KEY,
+    body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS federation (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -122,9 +131,13 @@ class MemberRegistry:
         *,
         federation: str,
         endpoint: str,
+        previous_broker_keys: Sequence[SigningKey] = (),
     ) -> None:
         self._conn = conn
         self._keys = broker_keys
+        # Retired broker keys still inside their overlap period also sign the document, so that
+        # a connector that only knows the old key can verify it and learn the new one.
+        self._previous = tuple(previous_broker_keys)
         self._federation = federation
         self._endpoint = endpoint
         self._lock = threading.Lock()
@@ -204,7 +217,9 @@ class MemberRegistry:
             keys=tuple(member_keys(spec.keys, start, spec.valid_until)),
             schemas={k: tuple(v) for k, v in spec.schemas.items()},
         )
-        self._put(member)
+        # Adding is for new members only: re-running `member add` must not silently replace the
+        # keys of, or reactivate, an existing (perhaps suspended) member.
+        self._put(member, new=True)
         return member
 
     def set_status(self, member_id: str, status: str) -> Member:
@@ -215,11 +230,14 @@ class MemberRegistry:
         self._put(changed)
         return changed
 
-    def _put(self, member: Member) -> None:
+    def _put(self, member: Member, *, new: bool = False) -> None:
         body = dumps(encode(member)).decode()
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                exists = self._conn.execute(
+                    "SELECT 1 FROM members WHERE id = ?", (member.id,)
+                ).fetchone()
                 self._conn.execute(
                     "INSERT INTO members (id, body, updated_at) VALUES (?, ?, ?)"
                     " ON CONFLICT(id) DO UPDATE SET body = excluded.body,"
@@ -228,6 +246,12 @@ class MemberRegistry:
                 )
                 row = self._load_row()
                 self._publish(version=(row[0] + 1) if row else 1, in_transaction=True)
+                # Checked after the document validated, so that a bad entry says what is bad.
+                if new and exists:
+                    raise BadInput(
+                        f"{member.id} is already a member; change its keys with "
+                        "`member rotate-key` and its status with `member suspend|activate`"
+                    )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -239,21 +263,29 @@ class MemberRegistry:
             decode(Member, loads_strict(body))
             for (body,) in self._conn.execute("SELECT body FROM members ORDER BY id")
         ]
+        broker_keys = self._broker_keys()
+        listed = {k.keyid: k for k in broker_keys}
+        if self._keys.signing_keyid not in listed:
+            raise ConfigError(
+                f"the broker key in keys_dir ({self._keys.signing_keyid}) is not one the "
+                "federation document lists; rotate keys with `ibex broker rotate-key`"
+            )
         doc = FederationDocument(
             v=1,
             federation=self._federation,
             version=version,
             issued_at=format_ts(now()),
-            broker=BrokerInfo(
-                id=self._keys.member,
-                endpoint=self._endpoint,
-                keys=(member_keys(self._keys.public, 0.0, None)[0],),
-            ),
+            broker=BrokerInfo(id=self._keys.member, endpoint=self._endpoint, keys=broker_keys),
             members=tuple(members),
         )
         payload = doc.to_bytes()
         FederationDocument.parse(payload)
         env = sign(PT_FEDERATION, payload, self._keys.signing_key)
+        at = now()
+        for key in self._previous:
+            listed_key = listed.get(key_id(bytes(key.verify_key)))
+            if listed_key is not None and _usable(listed_key, at):
+                env = add_signature(env, key)
         sql = (
             "INSERT INTO federation (id, version, issued_at, envelope) VALUES (1, ?, ?, ?)"
             " ON CONFLICT(id) DO UPDATE SET version = excluded.version,"
@@ -261,6 +293,130 @@ class MemberRegistry:
         )
         self._conn.execute(sql, (version, doc.issued_at, env.to_bytes()))
 
+    # --- key lifecycle ---------------------------------------------------------------------
 
-def _fields(member: Member) -> dict[str, Any]:
-    return {f: getattr(member, f) for f in Member.__dataclass_fields__}
+    def _broker_keys(self) -> tuple[MemberKey, ...]:
+        """The broker's keys as the document lists them: the rotation history once there is
+        one, else the single key the broker was set up with (valid since ever)."""
+        rows = self._conn.execute("SELECT body FROM broker_keys").fetchall()
+        if not rows:
+            return (member_keys(self._keys.public, 0.0, None)[0],)
+        keys = [decode(MemberKey, loads_strict(body)) for (body,) in rows]
+        keys.sort(key=lambda k: parse_ts(k.valid_from))
+        return tuple(keys)
+
+    def rotate_member_keys(
+        self, member_id: str, new: PublicKeys, *, overlap_seconds: float, at: float | None = None
+    ) -> Member:
+        """Add ``new`` keys from ``at``; the member's current keys stay valid for the overlap.
+
+        During the overlap signatures by either signing key verify (messages in flight, caches
+        not yet refreshed); senders seal to the newest encryption key at once.
+        """
+        if overlap_seconds < 0:
+            raise BadInput("the overlap period cannot be negative")
+        start = now() if at is None else at
+        member = self.get(member_id)
+        if new.member != member_id:
+            raise BadInput(f"the new public keys belong to {new.member}, not {member_id}")
+        present = {k.keyid for k in member.keys}
+        if new.signing_keyid in present or new.encryption_keyid in present:
+            raise BadInput("a new key is already listed for this member: generate fresh keys")
+        end = start + overlap_seconds
+        kept = [_end_by(k, end) for k in member.keys]
+        keys = _prune([*kept, *member_keys(new, start, None)], MAX_MEMBER_KEYS, start)
+        changed = Member(**{**_fields(member), "keys": tuple(keys)})
+        self._put(changed)
+        return changed
+
+    def revoke_key(self, member_id: str, keyid: str, *, at: float | None = None) -> Member:
+        """Mark a member key revoked from ``at``: what it signs from then on is refused, what it
+        signed before still verifies (the audit trail)."""
+        when = now() if at is None else at
+        member = self.get(member_id)
+        found = [k for k in member.keys if k.keyid == keyid]
+        if not found:
+            raise NotFound(f"{member_id} has no key {keyid}")
+        if found[0].revoked_at is not None:
+            raise BadInput(f"key {keyid} of {member_id} was already revoked")
+        stamp = format_ts(when)
+        keys = tuple(
+            MemberKey(**{**_fields(k), "revoked_at": stamp}) if k.keyid == keyid else k
+            for k in member.keys
+        )
+        changed = Member(**{**_fields(member), "keys": keys})
+        self._put(changed)
+        return changed
+
+    def rotate_broker_key(
+        self, new: MemberKeys, *, overlap_seconds: float, at: float | None = None
+    ) -> FederationDocument:
+        """Publish ``new`` as the broker's key from ``at``, the current ones ending after the
+        overlap. The document is signed by the new key and by every old key still in its
+        overlap (``previous_broker_keys``): a connector that trusts only the old key verifies
+        it and learns the new one from it (docs/PARTNER.md, key lifecycle)."""
+        if overlap_seconds < 0:
+            raise BadInput("the overlap period cannot be negative")
+        if new.member != self._keys.member:
+            raise BadInput(f"the new key is for {new.member}, not {self._keys.member}")
+        start = now() if at is None else at
+        with self._lock:
+            current = self._broker_keys()
+        if any(k.keyid == new.signing_keyid for k in current):
+            raise BadInput("the new broker key is already listed")
+        end = start + overlap_seconds
+        history = [_end_by(k, end) for k in current]
+        added = member_keys(new.public, start, None)[0]
+        keys = _prune([*history, added], MAX_BROKER_KEYS, start)
+        old_signer = self._keys
+        self._keys = new
+        self._previous = (*self._previous, old_signer.signing_key)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM broker_keys")
+                self._conn.executemany(
+                    "INSERT INTO broker_keys (keyid, body) VALUES (?, ?)",
+                    [(k.keyid, dumps(encode(k)).decode()) for k in keys],
+                )
+                row = self._load_row()
+                self._publish(version=(row[0] + 1) if row else 1, in_transaction=True)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                self._keys = old_signer
+                raise
+            self._cache_version = -1
+        return self.document()
+
+
+def _usable(key: MemberKey, at: float) -> bool:
+    if key.revoked_at is not None and at >= parse_ts(key.revoked_at):
+        return False
+    return key.valid_until is None or at < parse_ts(key.valid_until)
+
+
+def _end_by(key: MemberKey, end: float) -> MemberKey:
+    """The key with its validity ending at ``end`` at the latest (a key ending sooner, or
+    already revoked, keeps what it has)."""
+    if key.revoked_at is not None:
+        return key
+    if key.valid_until is not None and parse_ts(key.valid_until) <= end:
+        return key
+    return MemberKey(**{**_fields(key), "valid_until": format_ts(end)})
+
+
+def _prune(keys: list[MemberKey], limit: int, at: float) -> list[MemberKey]:
+    """Drop the longest-expired keys when the list is over ``limit``. Expired keys are kept
+    while there is room, so that old signatures in the audit trail still verify."""
+    out = list(keys)
+    while len(out) > limit:
+        expired = [k for k in out if not _usable(k, at)]
+        if not expired:
+            raise BadInput(f"more than {limit} keys would be valid at once")
+        out.remove(min(expired, key=lambda k: parse_ts(k.valid_until or k.revoked_at or "")))
+    return out
+
+
+def _fields(value: Member | MemberKey) -> dict[str, Any]:
+    return {f: getattr(value, f) for f in type(value).__dataclass_fields__}

@@ -123,4 +123,10 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK  # pragma: no cover - exec does not return
 
 
-SUBCOMMANDS = (*SUBCOMMANDS, _register_serve)
+def _register_selftest(actions: Any) -> None:
+    from connectors.cli_selftest import add_action
+
+    add_action(actions)
+
+
+SUBCOMMANDS = (*SUBCOMMANDS, _register_serve, _register_selftest)

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "broker.cli_users",
     "connectors.cli",
     "connectors.cli_query",
+    "ibex.cli_partner",
     "ibex.demo",
 )
 

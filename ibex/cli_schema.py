@@ -1,4 +1,4 @@
-"""``ibex schema``: list the shared schemas and validate documents against them."""
+"""``ibex schema``: list the shared schemas, validate documents, check schema changes."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def register(sub: Any) -> None:
     f = ssub.add_parser("fields", help="an entity's fields with sensitivity and description")
     f.add_argument("entity")
     f.set_defaults(func=_fields)
+
+    c = ssub.add_parser(
+        "check",
+        help="classify a schema change as compatible (minor) or breaking (major); exit 1 on "
+        "breaking or on a version bump that does not match",
+    )
+    c.add_argument("old", type=Path, help="the old schema file or directory")
+    c.add_argument("new", type=Path, help="the new schema file or directory")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.set_defaults(func=_check)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -64,3 +74,12 @@ def _fields(args: argparse.Namespace) -> int:
     for name, info in sorted(registry().annotations(args.entity).items()):
         print(f"{name:<32} {info.sensitivity:<8} {info.description}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ibex.jsonio import dumps
+    from ibex.schema_compat import check_paths
+
+    result = check_paths(args.old, args.new)
+    print(dumps(result.to_json()).decode() if args.json else result.to_text())
+    return 1 if result.breaking or not result.versions_ok else 0

@@ -3,6 +3,13 @@
 The broker signs the document; members verify it with a broker key they were given out of band
 (``broker_public_key_file``), cache it, and refuse one older than the version they hold, so an
 attacker who replays an old document (say, one listing a since-revoked key) gets nowhere.
+
+Broker key rotation: during the overlap the broker lists both keys and signs the document with
+both. A client that knows only the old key verifies that document and from then on also trusts the
+new key *as the document lists it* (with its validity window), and applies the listed window to
+the old key too: once the overlap ends, a document signed only by the old key is refused. The
+documents that introduced new broker keys are kept beside the cache (``*.chain.json``) so that a
+restart re-derives the same trust from the configured key, never from an unverified file.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import httpx
 
 from ibex.envelope import Envelope, TrustedKey, TrustStore, verify
 from ibex.errors import BadInput, IbexError, SignatureError, StoreError, UnknownMember
+from ibex.jsonio import dumps, loads_strict
 from ibex.keys import b64decode_strict, key_id
 from ibex.messages import (
     PT_BROKER_ANSWER,
@@ -35,6 +43,7 @@ BROKER_PAYLOAD_TYPES = frozenset(
     {PT_ROUTED_QUERY, PT_BROKER_ANSWER, PT_FEDERATION, PT_PROVIDER_ANSWER}
 )
 FEDERATION_PATH = "/v1/federation"
+MAX_CHAIN = 8
 
 
 def trusted_keys(member: str, keys: Iterable[MemberKey], types: frozenset[str]) -> list[TrustedKey]:
@@ -111,7 +120,9 @@ class FederationClient:
     ``current()`` returns the cached document, refreshing it when older than ``max_age``
     seconds; ``refresh()`` fetches now (with the version as an ETag). A document with a lower
     version than the one held is refused. The last good document is kept on disk so that a
-    restart does not accept an older one either.
+    restart does not accept an older one either. ``broker_keys`` are the keys given out of band
+    (several during a broker key rotation); keys the broker introduces in a verified document
+    are trusted from then on, within the validity the document gives them.
     """
 
     def __init__(
@@ -125,34 +136,89 @@ class FederationClient:
     ) -> None:
         self._url = broker_url.rstrip("/") + FEDERATION_PATH
         self._keys = tuple(broker_keys)
+        if not self._keys:
+            raise BadInput("a federation client needs at least one broker key")
         self._cache_file = cache_file
         self._max_age = max_age
         self._timeout = timeout
         self._lock = threading.Lock()
         self._doc: FederationDocument | None = None
         self._trust: TrustStore | None = None
+        self._chain: list[Envelope] = []
         self._fetched = 0.0
         self._client = httpx.Client(trust_env=False, follow_redirects=False)
         if cache_file is not None and cache_file.is_file():
             # A damaged cache is simply replaced by the next good fetch.
             with contextlib.suppress(IbexError):
+                chain = self._read_chain()
+                for env in chain:
+                    self._accept(env, persist=False, record=False)
+                self._chain = chain
                 self._accept(Envelope.parse(cache_file.read_bytes()), persist=False)
+            if self._doc is None:
+                self._chain = []
 
     def close(self) -> None:
         self._client.close()
 
-    def _accept(self, env: Envelope, *, persist: bool = True) -> None:
-        doc = verify_document(env, self._keys)
+    @property
+    def _chain_file(self) -> Path | None:
+        if self._cache_file is None:
+            return None
+        return self._cache_file.with_name(self._cache_file.stem + ".chain.json")
+
+    def _read_chain(self) -> list[Envelope]:
+        path = self._chain_file
+        if path is None or not path.is_file():
+            return []
+        items = loads_strict(path.read_bytes(), what=str(path))
+        if not isinstance(items, list):
+            raise BadInput(f"{path} is not a list of envelopes")
+        return [Envelope.from_json(e) for e in items[-MAX_CHAIN:]]
+
+    def document_trust(self) -> TrustStore:
+        """The keys a federation document may be signed with now: the configured keys, bounded
+        by the validity the held document gives them, and every broker key it lists."""
+        listed = {k.keyid: k for k in self._doc.broker.keys} if self._doc else {}
+        types = frozenset({PT_FEDERATION})
+        keys = [TrustedKey("broker", k, types) for k in self._keys if key_id(k) not in listed]
+        if self._doc is not None:
+            keys.extend(trusted_keys(self._doc.broker.id, self._doc.broker.keys, types))
+        return TrustStore.of(keys)
+
+    def _known_keys(self) -> set[str]:
+        known = {key_id(k) for k in self._keys}
+        for env in self._chain:
+            known |= {k.keyid for k in FederationDocument.parse(env.payload).broker.keys}
+        return known
+
+    def _accept(self, env: Envelope, *, persist: bool = True, record: bool = True) -> None:
+        verified = verify(env, self.document_trust(), payload_type=PT_FEDERATION)
+        doc = FederationDocument.parse(verified.payload)
         if self._doc is not None and doc.version < self._doc.version:
             raise SignatureError(
                 f"refusing federation document version {doc.version}: "
                 f"version {self._doc.version} is already held"
             )
+        listed = {k.keyid for k in doc.broker.keys}
+        # A document that introduces a broker key the configured keys and the saved chain do
+        # not already account for joins the chain: a restart needs it to trust that key again.
+        changed = record and bool(listed - self._known_keys())
+        if changed:
+            self._chain = [*self._chain, env][-MAX_CHAIN:]
         self._doc, self._trust = doc, build_trust(doc)
         if persist and self._cache_file is not None:
-            tmp = self._cache_file.with_suffix(".tmp")
-            tmp.write_bytes(env.to_bytes())
-            tmp.replace(self._cache_file)
+            if changed:
+                self._write(self._chain_file, dumps([e.to_json() for e in self._chain]))
+            self._write(self._cache_file, env.to_bytes())
+
+    @staticmethod
+    def _write(path: Path | None, data: bytes) -> None:
+        if path is None:
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
 
     def refresh(self) -> FederationDocument:
         with self._lock:

@@ -26,6 +26,8 @@ PT_ROUTED_QUERY = "application/vnd.ibex.routed-query.v1+json"
 PT_PROVIDER_ANSWER = "application/vnd.ibex.provider-answer.v1+json"
 PT_BROKER_ANSWER = "application/vnd.ibex.broker-answer.v1+json"
 PT_FEDERATION = "application/vnd.ibex.federation.v1+json"
+PT_JOIN_REQUEST = "application/vnd.ibex.join-request.v1+json"
+PT_CONFORMANCE_REPORT = "application/vnd.ibex.conformance-report.v1+json"
 
 ENTITY_TYPES = (
     "person",
@@ -437,3 +439,103 @@ def _decode(tp: Any, value: Any) -> Any:
         _, inner = typing.get_args(tp)
         return types.MappingProxyType({k: _decode(inner, v) for k, v in value.items()})
     return value
+
+
+# --- onboarding (docs/PARTNER.md) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKeyInfo:
+    algorithm: str
+    public_key: str
+    keyid: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinKeys:
+    signing: PublicKeyInfo
+    encryption: PublicKeyInfo
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest(Message):
+    """A prospective member's signed request to join; signed with the key it carries."""
+
+    SCHEMA: ClassVar[str] = "messages/join_request"
+    PAYLOAD_TYPE: ClassVar[str] = PT_JOIN_REQUEST
+
+    v: int
+    request_id: str
+    member: str
+    name: str
+    country: str
+    agency_kind: str
+    jurisdictions: tuple[str, ...]
+    endpoint: str
+    keys: JoinKeys
+    schemas: Mapping[str, tuple[str, ...]]
+    requested_at: str
+    conformance: tuple[Envelope, ...]
+    federation: str | None = None
+    contact: str | None = None
+
+    def check(self) -> None:
+        from ibex.keys import b64decode_strict, key_id
+
+        for use, info, alg in (
+            ("signing", self.keys.signing, "ed25519"),
+            ("encryption", self.keys.encryption, "x25519"),
+        ):
+            if info.algorithm != alg:
+                raise MessageError(f"the {use} key must be an {alg} key")
+            raw = b64decode_strict(info.public_key, what=f"{use} public key", size=32)
+            if key_id(raw) != info.keyid:
+                raise MessageError(f"the {use} key id does not match the {use} key")
+        parse_ts(self.requested_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ConformanceCheck:
+    id: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SampleError:
+    row: int
+    pointer: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConformanceReport(Message):
+    """What ``ibex connector selftest`` found, signed by the member whose connector was tested."""
+
+    SCHEMA: ClassVar[str] = "messages/conformance_report"
+    PAYLOAD_TYPE: ClassVar[str] = PT_CONFORMANCE_REPORT
+
+    v: int
+    report_id: str
+    member: str
+    generated_at: str
+    software: str
+    signing_keyid: str
+    encryption_keyid: str
+    entity_type: str
+    schema_version: str
+    sample_digest: str
+    sample_rows: int
+    sample_valid: int
+    checks: tuple[ConformanceCheck, ...]
+    passed: bool
+    mapping_digest: str | None = None
+    errors: tuple[SampleError, ...] = ()
+    round_trip_ms: float | None = None
+
+    def check(self) -> None:
+        if self.passed != all(c.passed for c in self.checks):
+            raise MessageError("a report passes exactly when every one of its checks passes")
+        if self.sample_valid > self.sample_rows:
+            raise MessageError("more valid sample rows than rows")
+        parse_ts(self.generated_at)
