@@ -10,13 +10,14 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from broker.members import AGENCY_KINDS, DAY, MemberRegistry, MemberSpec
+from broker.members import DAY, MemberRegistry, MemberSpec
 from broker.services import audit_origin
 from ibex.auditentry import new_entry
 from ibex.auditlog import AuditLog
 from ibex.config import BrokerConfig, load_config
 from ibex.errors import BadInput, KeyFileError
 from ibex.keys import MemberKeys, load_public
+from ibex.messages import AGENCY_KINDS
 from ibex.serve import exec_gunicorn, gunicorn_argv
 from ibex.store import generate_db_key_file, load_db_key, open_encrypted
 from ibex.timeutil import format_ts, now, parse_ts

@@ -21,6 +21,7 @@ from ibex.federation import build_trust
 from ibex.jsonio import dumps, loads_strict
 from ibex.keys import MemberKeys, PublicKeys, b64, check_member_id, key_id
 from ibex.messages import (
+    AGENCY_KINDS,
     PT_BROKER_ANSWER,
     PT_FEDERATION,
     PT_PROVIDER_ANSWER,
@@ -36,15 +37,6 @@ from ibex.messages import (
 from ibex.store import Connection
 from ibex.timeutil import format_ts, now, parse_ts
 
-AGENCY_KINDS = (
-    "immigration",
-    "customs",
-    "border",
-    "police",
-    "coast_guard",
-    "intelligence",
-    "other",
-)
 DAY = 86400.0
 MAX_MEMBER_KEYS = 16  # messages/federation: a member lists at most 16 keys
 MAX_BROKER_KEYS = 8

@@ -15,22 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ibex.errors import IbexError
+from ibex.messages import ENTITY_TYPES
 
 if TYPE_CHECKING:
     from connectors.client import QueryResult, TargetOutcome
 
 EXIT_ANSWERED = 0
 EXIT_REFUSED = 1
-ENTITY_TYPES = (
-    "person",
-    "travel_document",
-    "vehicle",
-    "vessel",
-    "crossing",
-    "shipment",
-    "organisation",
-    "alert",
-)
 
 
 class UsageError(IbexError):

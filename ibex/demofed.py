@@ -25,6 +25,7 @@ from ibex.demoproxy import Relay
 from ibex.errors import ConfigError
 from ibex.jsonio import dumps
 from ibex.keys import MemberKeys
+from ibex.messages import ENTITY_TYPES
 from ibex.serve import gunicorn_argv
 from ibex.store import generate_db_key_file, load_db_key, open_encrypted
 
@@ -43,16 +44,7 @@ class MemberSetup:
     schemas: Mapping[str, tuple[str, ...]]
 
 
-ALL_ENTITIES = (
-    "person",
-    "travel_document",
-    "vehicle",
-    "vessel",
-    "crossing",
-    "shipment",
-    "organisation",
-    "alert",
-)
+ALL_ENTITIES = ENTITY_TYPES
 
 
 def _all(version: str = "1.0") -> dict[str, tuple[str, ...]]:

@@ -39,6 +39,15 @@ ENTITY_TYPES = (
     "organisation",
     "alert",
 )
+AGENCY_KINDS = (
+    "immigration",
+    "customs",
+    "border",
+    "police",
+    "coast_guard",
+    "intelligence",
+    "other",
+)
 
 
 class Message:

@@ -20,7 +20,14 @@ from ibex.envelope import Envelope, sign
 from ibex.errors import BadInput, ConfigError
 from ibex.jsonio import dumps
 from ibex.keys import MemberKeys, b64, check_member_id, load_public
-from ibex.messages import ENTITY_TYPES, PT_JOIN_REQUEST, JoinKeys, JoinRequest, PublicKeyInfo
+from ibex.messages import (
+    AGENCY_KINDS,
+    ENTITY_TYPES,
+    PT_JOIN_REQUEST,
+    JoinKeys,
+    JoinRequest,
+    PublicKeyInfo,
+)
 from ibex.protocol import new_id
 from ibex.store import generate_db_key_file
 from ibex.timeutil import format_ts, now
@@ -28,15 +35,6 @@ from ibex.timeutil import format_ts, now
 PROFILE = "partner.toml"
 CONNECTOR = "connector.toml"
 BROKER_KEY = "broker.public.json"
-AGENCY_KINDS = (
-    "immigration",
-    "customs",
-    "border",
-    "police",
-    "coast_guard",
-    "intelligence",
-    "other",
-)
 
 
 @dataclass(frozen=True, slots=True)

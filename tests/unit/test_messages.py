@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -234,3 +235,17 @@ def test_random_json_raises_only_kernel_errors(cls: type[Query], value: object) 
 def test_mutated_queries_raise_only_kernel_errors(value: dict[str, Any]) -> None:
     with contextlib.suppress(BadInput):
         Query.from_json(_query().to_json() | value)
+
+
+def test_code_lists_match_the_schemas() -> None:
+    from ibex.messages import AGENCY_KINDS, ENTITY_TYPES
+    from ibex.schemas import registry
+
+    reg = registry()
+    assert set(ENTITY_TYPES) == set(reg.entity_types())
+    root = Path(__file__).resolve().parents[2] / "schemas" / "messages"
+    federation = json.loads((root / "federation.schema.json").read_text())
+    member = federation["properties"]["members"]["items"]["properties"]
+    join = json.loads((root / "join_request.schema.json").read_text())["properties"]
+    for enum in (member["agency_kind"]["enum"], join["agency_kind"]["enum"]):
+        assert tuple(enum) == AGENCY_KINDS
