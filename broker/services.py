@@ -72,6 +72,7 @@ class BrokerServices:
             cache_dir=data / "bundles",
             engine=config.policy_engine,
             opa_url=config.opa_url,
+            opa_preloaded=config.opa_bundle_preloaded,
         )
         router = Router(max_workers=config.max_fanout_workers)
         intake = Intake(

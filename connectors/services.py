@@ -77,7 +77,10 @@ class ConnectorServices:
         )
         local = (
             PolicyDecider.load(
-                config.local_policy_dir, engine=config.policy_engine, opa_url=config.opa_url
+                config.local_policy_dir,
+                engine=config.policy_engine,
+                opa_url=config.opa_url,
+                opa_preloaded=config.opa_bundle_preloaded,
             )
             if config.local_policy_dir is not None
             else None

@@ -43,6 +43,9 @@ class BrokerConfig:
     port: int = 8400
     policy_engine: str = "regorus"
     opa_url: str | None = None
+    # An OPA sidecar started with --bundle owns the policy paths: check its bundle's revision
+    # instead of uploading the policy (deploy/compose.yaml, deploy/k8s).
+    opa_bundle_preloaded: bool = False
     max_body_bytes: int = 1 << 20
     clock_skew_seconds: int = 60
     max_query_ttl_seconds: int = 300
@@ -88,6 +91,7 @@ class ConnectorConfig:
     local_policy_dir: Path | None = None
     policy_engine: str = "regorus"
     opa_url: str | None = None
+    opa_bundle_preloaded: bool = False
     max_body_bytes: int = 1 << 20
     clock_skew_seconds: int = 60
     hit_reference_ttl_seconds: int = 3600

@@ -45,6 +45,13 @@ class DeciderStatus:
     error: str | None  # why the active bundle is not the one deciding
 
 
+def engine_settings(engine: str, opa_url: str | None, opa_preloaded: bool) -> SimpleNamespace:
+    """The settings :func:`ibex.policy_engine.make_engine` reads (a config-like object)."""
+    return SimpleNamespace(
+        policy_engine=engine, opa_url=opa_url, opa_bundle_preloaded=opa_preloaded
+    )
+
+
 class PolicyDecider:
     def __init__(
         self,
@@ -54,13 +61,14 @@ class PolicyDecider:
         cache_dir: Path | None = None,
         engine_kind: str = "regorus",
         opa_url: str | None = None,
+        opa_preloaded: bool = False,
         check_interval: float = 1.0,
         version: int = 0,
     ) -> None:
         self.engine = engine
         self._store = store
         self._cache_dir = cache_dir
-        self._settings = SimpleNamespace(policy_engine=engine_kind, opa_url=opa_url)
+        self._settings = engine_settings(engine_kind, opa_url, opa_preloaded)
         self._interval = check_interval
         self._version = version
         self._next_check = time.monotonic() + check_interval
@@ -70,11 +78,15 @@ class PolicyDecider:
 
     @classmethod
     def load(
-        cls, policies_dir: Path, *, engine: str = "regorus", opa_url: str | None = None
+        cls,
+        policies_dir: Path,
+        *,
+        engine: str = "regorus",
+        opa_url: str | None = None,
+        opa_preloaded: bool = False,
     ) -> PolicyDecider:
         bundle = PolicyBundle.load(policies_dir)
-        settings = SimpleNamespace(policy_engine=engine, opa_url=opa_url)
-        return cls(make_engine(settings, bundle=bundle))
+        return cls(make_engine(engine_settings(engine, opa_url, opa_preloaded), bundle=bundle))
 
     @classmethod
     def open(
@@ -85,6 +97,7 @@ class PolicyDecider:
         cache_dir: Path,
         engine: str = "regorus",
         opa_url: str | None = None,
+        opa_preloaded: bool = False,
         check_interval: float = 1.0,
     ) -> PolicyDecider:
         """Decide with the store's active bundle, or with ``policies_dir`` while none has been
@@ -92,7 +105,7 @@ class PolicyDecider:
         is an error (the broker does not start), not a reason to use the files instead."""
         version = store.version()
         record = store.active()
-        settings = SimpleNamespace(policy_engine=engine, opa_url=opa_url)
+        settings = engine_settings(engine, opa_url, opa_preloaded)
         if record is None:
             bundle = PolicyBundle.load(policies_dir)
         else:
@@ -103,6 +116,7 @@ class PolicyDecider:
             cache_dir=cache_dir,
             engine_kind=engine,
             opa_url=opa_url,
+            opa_preloaded=opa_preloaded,
             check_interval=check_interval,
             version=version,
         )

@@ -451,7 +451,12 @@ class OpaServerEngine(_EngineBase):
     The bundle's modules (``PUT /v1/policies/<path>``) and data (``PUT /v1/data/ibex_data``)
     are uploaded before the first decision and again after any failure, so a restarted server
     is reloaded; each decision is ``POST /v1/data/ibex/decision`` with ``{"input": ...}``.
-    Each thread has its own HTTP session."""
+    Each thread has its own HTTP session.
+
+    With ``preloaded`` (an OPA sidecar started with ``--bundle``, see ibex/opabundle.py), OPA
+    owns those paths and refuses uploads: the engine instead checks that a bundle the server
+    loaded has IBEX's digest as its manifest revision (``GET /v1/data/system/bundles``) and
+    denies everything — never allows — while it does not."""
 
     name = "opa"
 
@@ -462,8 +467,10 @@ class OpaServerEngine(_EngineBase):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        preloaded: bool = False,
     ) -> None:
         super().__init__(bundle, timeout=timeout, cache_size=cache_size)
+        self.preloaded = preloaded
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"opa_url {url!r} is not an http(s) URL")
@@ -492,7 +499,12 @@ class OpaServerEngine(_EngineBase):
         return client
 
     def upload(self) -> None:
-        """Load the bundle into the server; raise :class:`~ibex.errors.PolicyError` on failure."""
+        """Load the bundle into the server (or, when ``preloaded``, check the server holds it);
+        raise :class:`~ibex.errors.PolicyError` on failure."""
+        if self.preloaded:
+            self._check_preloaded()
+            self._uploaded = True
+            return
         client = self._client()
         try:
             for rel, text in sorted(self.bundle.modules.items()):
@@ -504,6 +516,32 @@ class OpaServerEngine(_EngineBase):
             ) from exc
         self._uploaded = True
 
+    def _check_preloaded(self) -> None:
+        import requests
+
+        try:
+            resp = requests.get(
+                self.url.rstrip("/") + "/v1/data/system/bundles", timeout=self.timeout
+            )
+            resp.raise_for_status()
+            bundles = resp.json().get("result") or {}
+        except (requests.RequestException, ValueError, AttributeError) as exc:
+            raise PolicyError(f"cannot read the bundles loaded by OPA at {self.url}") from exc
+        revisions = (
+            {
+                (b.get("manifest") or {}).get("revision")
+                for b in bundles.values()
+                if isinstance(b, dict)
+            }
+            if isinstance(bundles, dict)
+            else set()
+        )
+        if self.bundle.digest not in revisions:
+            raise PolicyError(
+                f"OPA at {self.url} has not loaded policy bundle {self.bundle.digest} "
+                "(its bundles carry other revisions)"
+            )
+
     def _evaluate(self, decision_input: Mapping[str, Any]) -> object:
         import requests
 
@@ -513,7 +551,9 @@ class OpaServerEngine(_EngineBase):
                     try:
                         self.upload()
                     except PolicyError as exc:
-                        raise _Unreachable(type(exc.__cause__).__name__) from exc
+                        cause = exc.__cause__
+                        why = type(cause).__name__ if cause else "bundle revision mismatch"
+                        raise _Unreachable(why) from exc
         try:
             response = self._client().query_rule(dict(decision_input), "ibex", "decision")
         except requests.Timeout:
@@ -556,5 +596,6 @@ def make_engine(config: Any, *, bundle: PolicyBundle | None = None) -> PolicyEng
         url = getattr(config, "opa_url", None)
         if not url:
             raise ConfigError("policy_engine 'opa' needs opa_url")
-        return OpaServerEngine(url, bundle)
+        preloaded = bool(getattr(config, "opa_bundle_preloaded", False))
+        return OpaServerEngine(url, bundle, preloaded=preloaded)
     raise ConfigError(f"policy_engine must be regorus or opa, not {kind!r}")

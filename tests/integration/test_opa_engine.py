@@ -115,3 +115,50 @@ def test_make_engine_follows_the_configuration(
     )
     assert isinstance(remote, OpaServerEngine)
     assert remote.bundle.digest == bundle.digest
+
+
+def _preload(standin: OpaStandIn, bundle: PolicyBundle, revision: str) -> None:
+    """Load the bundle the way `opa run --bundle` would (no upload through the REST API)."""
+    from ibex.policy_bundle import DATA_ROOT
+
+    standin.modules = dict(bundle.modules)
+    standin.data = {DATA_ROOT: dict(bundle.data[DATA_ROOT])}
+    standin.bundles = {"ibex": {"manifest": {"revision": revision, "roots": ["ibex"]}}}
+
+
+def test_preloaded_bundle_with_our_digest_decides_without_uploading(
+    bundle: PolicyBundle, standin: OpaStandIn
+) -> None:
+    _preload(standin, bundle, bundle.digest)
+    opa = OpaServerEngine(standin.url, bundle, preloaded=True, cache_size=0)
+    local = RegorusEngine(bundle, cache_size=0)
+    inputs = [i for _, i in corpus(bundle)][:20]
+    assert [opa.decide(i) for i in inputs] == [local.decide(i) for i in inputs]
+    assert not [r for r in standin.requests if r.startswith("PUT")], (
+        "a preloaded OPA was written to"
+    )
+
+
+def test_preloaded_bundle_with_another_revision_denies_everything(
+    bundle: PolicyBundle, standin: OpaStandIn
+) -> None:
+    _preload(standin, bundle, "sha256:" + "0" * 64)
+    opa = OpaServerEngine(standin.url, bundle, preloaded=True, cache_size=0)
+    decisions = [opa.decide(i) for _, i in corpus(bundle)[:20]]
+    assert decisions and all(not d.allow for d in decisions)
+    assert {d.reasons[0].rule for d in decisions} == {"engine.unreachable"}
+    assert "revision" in decisions[0].reasons[0].text
+
+
+def test_configuration_selects_the_preloaded_mode(bundle: PolicyBundle, tmp_path: Path) -> None:
+    config = BrokerConfig(
+        data_dir=tmp_path,
+        keys_dir=tmp_path,
+        policies_dir=ROOT / "policies",
+        db_key_env="X",
+        policy_engine="opa",
+        opa_url="http://127.0.0.1:9",
+        opa_bundle_preloaded=True,
+    )
+    engine = make_engine(config, bundle=bundle)
+    assert isinstance(engine, OpaServerEngine) and engine.preloaded

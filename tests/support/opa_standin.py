@@ -8,7 +8,8 @@ against this small HTTP server that speaks the part of OPA's REST API the engine
 - ``POST /v1/data/<path>`` with ``{"input": ...}`` → ``{"result": <value>}``, or ``{}`` when the
   value is undefined (as OPA does);
 - ``DELETE /v1/policies/<id>`` (200, ``{}``);
-- ``GET /v1/policies`` (the client's connection check).
+- ``GET /v1/policies`` (the client's connection check);
+- ``GET /v1/data/system/bundles`` (the bundles it was started with, and their manifests).
 
 State changes only through HTTP, so that the regorus engine is made, used and dropped in the
 server's thread (a regorus engine must not cross threads, not even to be freed).
@@ -36,6 +37,8 @@ class OpaStandIn:
         self.modules: dict[str, str] = {}
         self.data: dict[str, Any] = {}
         self.requests: list[str] = []
+        # Bundles "loaded at start-up" (as `opa run --bundle` would): name -> {"manifest": ...}.
+        self.bundles: dict[str, Any] = {}
         self._engine: Any = None
         standin = self
 
@@ -58,6 +61,8 @@ class OpaStandIn:
                 standin.requests.append(f"GET {self.path}")
                 if self.path.rstrip("/") == "/v1/policies":
                     self._reply(200, {"result": [{"id": k} for k in standin.modules]})
+                elif self.path.rstrip("/") == "/v1/data/system/bundles":
+                    self._reply(200, {"result": standin.bundles})
                 else:
                     self._reply(404, {"code": "resource_not_found", "message": self.path})
 
