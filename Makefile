@@ -5,8 +5,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+FUZZ_EXAMPLES ?= 2000
+SOAK_RATE ?= 20
+SOAK_DURATION ?= 60
 
-.PHONY: all demo test lint format bench venv clean lock
+.PHONY: all demo test lint format bench fuzz soak venv clean lock
 
 all: test
 
@@ -32,8 +35,19 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix ibex broker connectors tests bench
 	$(BIN)/ruff format ibex broker connectors tests bench
 
+# Every bench/bench_*.py, one after the other, into docs/BENCHMARKS.md (run it on an idle machine).
 bench: $(STAMP)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/report.py --out docs/BENCHMARKS.md
+
+# The fuzz tests of `make test`, with many more examples (schemathesis on both OpenAPI documents,
+# Hypothesis on the parsers and the policy input builder).
+fuzz: $(STAMP)
+	IBEX_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider --timeout 3600 \
+		tests/integration/test_fuzz_api.py tests/unit/test_fuzz_parsers.py
+
+# A mixed workload at a fixed rate against a whole local federation; exit 1 on any error.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --rate $(SOAK_RATE) --duration $(SOAK_DURATION)
 
 # Re-pin constraints.txt from a fresh resolve (run deliberately, then review the diff).
 lock:

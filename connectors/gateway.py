@@ -19,7 +19,7 @@ import httpx
 from ibex.canonical import digest_bytes
 from ibex.config import ConnectorConfig
 from ibex.envelope import verify
-from ibex.errors import BadInput, IbexError, StoreError
+from ibex.errors import BadInput, IbexError
 from ibex.federation import FederationClient, encryption_key
 from ibex.keys import MemberKeys
 from ibex.messages import (
@@ -44,6 +44,12 @@ class AnswerRejected(IbexError):
     code = "answer-rejected"
     status = 502
     title = "The broker's answer failed verification"
+
+
+class BrokerUnreachable(IbexError):
+    code = "broker-unreachable"
+    status = 502
+    title = "The broker could not be reached"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +131,9 @@ class Gateway:
                 timeout=timeout,
             )
         except httpx.HTTPError as exc:
-            raise StoreError(f"the broker could not be reached: {type(exc).__name__}") from None
+            raise BrokerUnreachable(
+                f"the broker could not be reached: {type(exc).__name__}"
+            ) from None
         if resp.status_code != 200:
             return {"query_id": out.query.query_id, "broker_refusal": _problem(resp)}
         return self.verify_response(
@@ -237,7 +245,7 @@ class Gateway:
         released = set(answer.fields_released)
         if not released <= allowed:
             raise BadInput("the provider released fields the decision did not allow")
-        if requested is not None and not released <= set(requested):
+        if requested and not released <= set(requested):
             raise BadInput("the provider released fields this member did not ask for")
         if r.decision.mode == "hit_no_hit" and answer.mode != "hit_no_hit":
             raise BadInput("the provider answered in full where only hit/no-hit was allowed")

@@ -155,7 +155,10 @@ class Provider:
         decision = a.routed.decision
         # Never more than the requester asked for, whatever the decision says (a faulty or
         # compromised broker cannot make us over-share); the request is the requester's signed.
-        fields = set(decision.fields) & set(a.query.requested_fields)
+        # An empty request asks for whatever the agreement allows (PROTOCOL.md section 5).
+        fields = set(decision.fields)
+        if a.query.requested_fields:
+            fields &= set(a.query.requested_fields)
         mode = decision.mode
         if self._local is not None:
             local = self._local_decision(a.query)

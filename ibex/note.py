@@ -91,7 +91,10 @@ class Checkpoint:
 
     @classmethod
     def parse(cls, body: bytes | str) -> Checkpoint:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        try:
+            text = body.decode("utf-8") if isinstance(body, bytes) else body
+        except UnicodeDecodeError:
+            raise NoteError("a checkpoint is UTF-8 text") from None
         if not text.endswith("\n"):
             raise NoteError("a checkpoint ends with a newline")
         lines = text[:-1].split("\n")

@@ -66,12 +66,23 @@ def _member_facts(member: Member | Mapping[str, Any], *, with_status: bool) -> d
             "id": member.get("id"),
             "country": member.get("country"),
             "agency_kind": member.get("agency_kind"),
-            "jurisdictions": list(member.get("jurisdictions") or []),
+            "jurisdictions": _as_list(member.get("jurisdictions")),
             "status": member.get("status"),
         }
     if not with_status:
         facts.pop("status")
     return facts
+
+
+def _as_list(value: object) -> object:
+    """A list member as a list (absent: empty); any other value as it is, so that the policy,
+    which checks types, finds the input malformed. Coercing a string or a mapping to a list
+    (its characters, its keys) would make up a well-formed input from a malformed one."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return value
 
 
 def build_input(
@@ -105,9 +116,15 @@ def build_input(
     for optional in ("case_reference", "seriousness"):
         if q.get(optional) is not None:
             policy_query[optional] = q[optional]
-    policy_query["criteria_fields"] = list(q.get("criteria_fields") or [])
-    policy_query["requested_fields"] = list(q.get("requested_fields") or [])
-    policy_query["follow_up"] = isinstance(follow, Mapping)
+    policy_query["criteria_fields"] = _as_list(q.get("criteria_fields"))
+    policy_query["requested_fields"] = _as_list(q.get("requested_fields"))
+    # A follow-up that is not an object is malformed, not "no follow-up": it reaches the policy
+    # as something that is not a boolean, which the policy refuses (input.invalid).
+    policy_query["follow_up"] = (
+        isinstance(follow, Mapping)
+        if follow is None or isinstance(follow, Mapping)
+        else "malformed"
+    )
     policy_query["officer_confirmed"] = bool(
         isinstance(follow, Mapping) and follow.get("officer_confirmed") is True
     )

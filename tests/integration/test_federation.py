@@ -335,3 +335,22 @@ def test_audit_log_verifies_with_an_inclusion_proof(fed: LocalFederation, tmp_pa
         )
         == 0
     )
+
+
+def test_an_empty_request_gets_the_agreed_fields_and_verifies(fed: LocalFederation) -> None:
+    answer = ask(
+        fed,
+        "CA-CBSA",
+        **{**PERSON, "requested_fields": []},
+        purpose="border_screening",
+        legal_basis="us_19_usc_1628",
+        jurisdiction="CA",
+        mode="full",
+        targets=["US-CBP"],
+    )
+    cbp = by_target(answer)["US-CBP"]
+    assert cbp["status"] == "answered", cbp
+    assert cbp["verification"] == "verified"
+    [rec] = cbp["records"]
+    assert set(rec["record"]) <= set(cbp["decision"]["fields"])
+    assert "name" in rec["record"]

@@ -526,3 +526,12 @@ def test_no_criteria_value_in_any_disclosure_log(w: World) -> None:
                 "disclosure",
                 "error",
             }, e
+
+
+def test_an_empty_request_gets_what_the_decision_allows(w: World) -> None:
+    answer, payload = answered(
+        w, w.cbp, w.cbp.post(route(w, ask(w, requested=[]), fields=["name"]))
+    )
+    assert answer.fields_released == ("name",)
+    [item] = payload.results
+    assert item.record is not None and set(item.record) == {"name"}
