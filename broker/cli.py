@@ -216,14 +216,12 @@ def _member_add(args: argparse.Namespace) -> int:
         )
         registry.add(spec)
         version = registry.document().version
-        audit.append(
-            new_entry(
-                "membership",
-                retention_days=config.audit_retention_days,
-                actor="operator",
-                target=public.member,
-                details={"action": "add", "federation_version": version},
-            )
+        _audit(
+            audit,
+            config,
+            "operator",
+            public.member,
+            {"action": "add", "federation_version": version},
         )
         print(f"added {public.member}; federation document version {version}")
     finally:
@@ -236,15 +234,8 @@ def _member_status(args: argparse.Namespace) -> int:
     try:
         registry.set_status(args.member, args.status)
         version = registry.document().version
-        audit.append(
-            new_entry(
-                "membership",
-                retention_days=config.audit_retention_days,
-                actor="operator",
-                target=args.member,
-                details={"action": args.status, "federation_version": version},
-            )
-        )
+        details = {"action": args.status, "federation_version": version}
+        _audit(audit, config, "operator", args.member, details)
         print(f"{args.member} is {args.status}; federation document version {version}")
     finally:
         audit.close()
