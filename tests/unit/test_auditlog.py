@@ -224,6 +224,11 @@ def test_retention_purges_content_but_keeps_the_tree(log: AuditLog) -> None:
     assert log.purge_expired(T0 + 10 * 86400) == 0
 
 
+# Rarely (seen once in ~10 full runs, never alone), the SQLCipher connection dropped after the
+# simulated full disk reports "Exception ignored in: None" when it is garbage-collected; what this
+# test asserts (refusal, recovery, a verifying log) is unaffected. Filtered here only, and noted
+# for a closer look at the C extension's finalizer.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_full_disk_fails_closed_and_recovers(log: AuditLog) -> None:
     log.append_many([sample_entry(i) for i in range(3)])
     store: Any = log._store
