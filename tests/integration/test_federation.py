@@ -71,15 +71,21 @@ PERSON = {
 }
 
 
+# CA-CBSA screening a traveller with US-CBP under the screening agreement.
+SCREENING = {
+    **PERSON,
+    "purpose": "border_screening",
+    "legal_basis": "us_19_usc_1628",
+    "jurisdiction": "CA",
+    "mode": "full",
+}
+
+
 def test_allowed_query_is_minimised(fed: LocalFederation) -> None:
     answer = ask(
         fed,
         "CA-CBSA",
-        **PERSON,
-        purpose="border_screening",
-        legal_basis="us_19_usc_1628",
-        jurisdiction="CA",
-        mode="full",
+        **SCREENING,
         targets=["US-CBP", "CA-RCMP"],
     )
     cbp = by_target(answer)["US-CBP"]
@@ -285,11 +291,7 @@ def test_audit_log_verifies_with_an_inclusion_proof(fed: LocalFederation, tmp_pa
     ask(
         fed,
         "CA-CBSA",
-        **PERSON,
-        purpose="border_screening",
-        legal_basis="us_19_usc_1628",
-        jurisdiction="CA",
-        mode="full",
+        **SCREENING,
         targets=["US-CBP"],
     )
     broker = fed.nodes["broker"]
@@ -309,11 +311,7 @@ def test_audit_log_verifies_with_an_inclusion_proof(fed: LocalFederation, tmp_pa
     ask(
         fed,
         "CA-CBSA",
-        **PERSON,
-        purpose="border_screening",
-        legal_basis="us_19_usc_1628",
-        jurisdiction="CA",
-        mode="full",
+        **SCREENING,
         targets=["US-CBP"],
     )
     oversight = f"Authorization: Bearer {broker.token.read_text().strip()}"  # type: ignore[union-attr]
@@ -341,11 +339,7 @@ def test_an_empty_request_gets_the_agreed_fields_and_verifies(fed: LocalFederati
     answer = ask(
         fed,
         "CA-CBSA",
-        **{**PERSON, "requested_fields": []},
-        purpose="border_screening",
-        legal_basis="us_19_usc_1628",
-        jurisdiction="CA",
-        mode="full",
+        **{**SCREENING, "requested_fields": []},
         targets=["US-CBP"],
     )
     cbp = by_target(answer)["US-CBP"]
