@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -422,32 +422,55 @@ def _encode(value: Any) -> Any:
 
 def _decode(tp: Any, value: Any) -> Any:
     """Build ``tp`` from schema-validated JSON (so shapes are already known to be right)."""
+    return _decoder(tp)(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@functools.cache
+def _decoder(tp: Any) -> Callable[[Any], Any]:
+    """The function that builds ``tp`` from JSON, worked out once per type: every message that
+    crosses a boundary is decoded, and asking ``typing`` about each field each time cost more than
+    the decoding itself."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        inner = next(a for a in typing.get_args(tp) if a is not type(None))
-        return _decode(inner, value)
+        inner_type = next(a for a in typing.get_args(tp) if a is not type(None))
+        return lambda value: None if value is None else _decoder(inner_type)(value)
     if tp is Envelope:
-        return Envelope.from_json(value)
+        return Envelope.from_json
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = set(value) - names
+        return _dataclass_decoder(tp)
+    if origin is tuple:
+        item_type = typing.get_args(tp)[0]
+        return lambda value: tuple(map(_decoder(item_type), value))
+    if origin in (Mapping, dict):
+        value_type = typing.get_args(tp)[1]
+        return lambda value: types.MappingProxyType(
+            {k: _decoder(value_type)(v) for k, v in value.items()}
+        )
+    return _identity
+
+
+def _dataclass_decoder(tp: type) -> Callable[[Any], Any]:
+    hints = _hints(tp)
+    names = frozenset(f.name for f in dataclasses.fields(tp))
+    # Field types are resolved on first use, not here, so that a dataclass may refer to itself.
+    decoders: dict[str, Callable[[Any], Any]] = {}
+
+    def decode_dataclass(value: Any) -> Any:
+        unknown = value.keys() - names
         if unknown:
             raise MessageError(f"unknown member(s) {', '.join(sorted(unknown))}")
-        kwargs = {k: _decode(hints[k], v) for k, v in value.items()}
+        if not decoders:
+            decoders.update({name: _decoder(hints[name]) for name in names})
         try:
-            return tp(**kwargs)
+            return tp(**{k: decoders[k](v) for k, v in value.items()})
         except TypeError as exc:
             raise MessageError(f"{tp.__name__}: {exc}") from None
-    if origin is tuple:
-        inner = typing.get_args(tp)[0]
-        return tuple(_decode(inner, v) for v in value)
-    if origin in (Mapping, dict):
-        _, inner = typing.get_args(tp)
-        return types.MappingProxyType({k: _decode(inner, v) for k, v in value.items()})
-    return value
+
+    return decode_dataclass
 
 
 # --- onboarding (docs/PARTNER.md) ------------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ibex.canonical import canonical_json, digest
 from ibex.errors import BadInput, InputTooLarge
-from ibex.jsonio import MAX_DEPTH, dumps, loads_strict
+from ibex.jsonio import MAX_DEPTH, _depth_ok, dumps, loads_strict
 
 
 def test_round_trip() -> None:
@@ -42,6 +42,52 @@ def test_size_limit() -> None:
 def test_strings_with_brackets_do_not_count_as_depth() -> None:
     text = '"' + "[" * 500 + '"'
     assert loads_strict(text) == "[" * 500
+
+
+def _reference_depth(text: str) -> int:
+    """The deepest nesting of a JSON text, one character at a time (the obvious algorithm, which
+    the C-speed check in ibex.jsonio must agree with)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+_tricky_text = st.text(alphabet='[]{}"\\ab\u00fc', max_size=8)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _tricky_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@given(_json_values, st.integers(min_value=0, max_value=70))
+def test_depth_check_agrees_with_the_character_walk(value: object, wrap: int) -> None:
+    text = "[" * wrap + dumps(value).decode() + "]" * wrap
+    assert _depth_ok(text) == (_reference_depth(text) <= MAX_DEPTH)
+
+
+def test_depth_check_at_the_limit_with_many_shallow_containers() -> None:
+    # Far more openings than the limit but shallow: accepted; one level more: refused.
+    shallow = "[" + ",".join(["{}"] * 500) + "]"
+    assert loads_strict(shallow) == [{}] * 500
+    at_limit = "[" * MAX_DEPTH + '"]]]"' + "]" * MAX_DEPTH
+    assert _depth_ok(at_limit + ",[]" * 100)
+    assert not _depth_ok("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
 
 
 @given(st.binary(max_size=300))
