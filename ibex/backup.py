@@ -40,7 +40,8 @@ from ibex.timeutil import format_ts
 MANIFEST = "ibex-backup.json"
 FORMAT = "ibex-backup/1"
 AUDIT_FILES = {"broker": "audit.db", "connector": "disclosures.db"}
-_SKIP_SUFFIXES = ("-wal", "-shm", "-journal")
+# SQLite's transient files, and the empty lock files of ibex.writelock: none is data.
+_SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".db.lock")
 
 AnyConfig = BrokerConfig | ConnectorConfig
 

@@ -7,6 +7,7 @@ check refuses any message older than that anyway.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import sqlcipher3
 
 from ibex.errors import ReplayError, StoreError
 from ibex.store import open_encrypted
+from ibex.writelock import WriteLock
 
 PRUNE_EVERY = 1000
 
@@ -25,6 +27,7 @@ class NonceStore:
     def __init__(self, path: Path, key: bytes, *, synchronous: str = "FULL") -> None:
         self._conn = open_encrypted(path, key, create=True, synchronous=synchronous)
         self._lock = threading.Lock()
+        self._write_lock = WriteLock(path)  # the workers of one server queue here, not in SQLite
         self._count = 0
         with self._lock:
             self._conn.execute(
@@ -37,17 +40,23 @@ class NonceStore:
     def remember(self, scope: str, nonce: str, expires_at: float) -> None:
         with self._lock:
             try:
-                self._conn.execute(
-                    "INSERT INTO nonces (scope, nonce, expires) VALUES (?, ?, ?)",
-                    (scope, nonce, expires_at),
-                )
+                with self._write_lock.hold():
+                    self._conn.execute(
+                        "INSERT INTO nonces (scope, nonce, expires) VALUES (?, ?, ?)",
+                        (scope, nonce, expires_at),
+                    )
             except sqlcipher3.IntegrityError:
                 raise ReplayError(f"this nonce from {scope} was already used") from None
-            except sqlcipher3.Error as exc:
+            except (sqlcipher3.Error, OSError) as exc:
                 raise StoreError(f"the nonce store cannot record: {exc}") from None
             self._count += 1
             if self._count % PRUNE_EVERY == 0:
-                self._conn.execute("DELETE FROM nonces WHERE expires < ?", (time.time() - 3600,))
+                # Pruning is housekeeping: the nonce is recorded, so a failure here is not the
+                # caller's; the next prune tries again.
+                with contextlib.suppress(sqlcipher3.Error, OSError), self._write_lock.hold():
+                    self._conn.execute(
+                        "DELETE FROM nonces WHERE expires < ?", (time.time() - 3600,)
+                    )
 
     def seen(self, scope: str, nonce: str) -> bool:
         with self._lock:
@@ -59,3 +68,4 @@ class NonceStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._write_lock.close()
