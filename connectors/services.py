@@ -61,6 +61,7 @@ class ConnectorServices:
             [broker_key],
             cache_file=data / "federation.json",
             max_age=config.federation_max_age_seconds,
+            max_stale=config.federation_max_stale_seconds,
         )
         records = RecordStore.open_or_create(data / RECORDS_DB, db_key)
         references = ReferenceStore(data / "references.db", db_key)

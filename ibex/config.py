@@ -100,6 +100,7 @@ class ConnectorConfig:
     checkpoint_seconds: float = 60.0
     audit_retention_days: int = 730
     federation_max_age_seconds: float = 5.0
+    federation_max_stale_seconds: float = 60.0
     public_url: str | None = None
 
     @property
@@ -119,6 +120,7 @@ class ConnectorConfig:
         _positive(self, "max_body_bytes", "clock_skew_seconds", "hit_reference_ttl_seconds")
         _positive(self, "checkpoint_every", "checkpoint_seconds", "audit_retention_days")
         _positive(self, "federation_max_age_seconds")
+        _positive(self, "federation_max_stale_seconds")
 
 
 # --- validation helpers ----------------------------------------------------------------------

@@ -117,8 +117,9 @@ def verify_document(env: Envelope, broker_keys: Iterable[bytes]) -> FederationDo
 class FederationClient:
     """A member's cached, verified view of the federation, refreshed from the broker.
 
-    ``current()`` returns the cached document, refreshing it when older than ``max_age``
-    seconds; ``refresh()`` fetches now (with the version as an ETag). A document with a lower
+    ``current()`` returns the cached document, refreshing it in the background when older than
+    ``max_age`` seconds (and waiting for the broker only past ``max_stale``); ``refresh()``
+    fetches now (with the version as an ETag). A document with a lower
     version than the one held is refused. The last good document is kept on disk so that a
     restart does not accept an older one either. ``broker_keys`` are the keys given out of band
     (several during a broker key rotation); keys the broker introduces in a verified document
@@ -132,6 +133,7 @@ class FederationClient:
         *,
         cache_file: Path | None = None,
         max_age: float = 5.0,
+        max_stale: float = 60.0,
         timeout: float = 5.0,
     ) -> None:
         self._url = broker_url.rstrip("/") + FEDERATION_PATH
@@ -140,8 +142,11 @@ class FederationClient:
             raise BadInput("a federation client needs at least one broker key")
         self._cache_file = cache_file
         self._max_age = max_age
+        self._max_stale = max(max_stale, max_age)
         self._timeout = timeout
         self._lock = threading.Lock()
+        self._background_lock = threading.Lock()
+        self._refreshing = False
         self._doc: FederationDocument | None = None
         self._trust: TrustStore | None = None
         self._chain: list[Envelope] = []
@@ -243,9 +248,38 @@ class FederationClient:
             return self._doc
 
     def current(self) -> FederationDocument:
-        if self._doc is None or time.monotonic() - self._fetched > self._max_age:
+        """The held document; when it is older than ``max_age`` a refresh starts in the
+        background and the held document answers meanwhile (it was verified, and is at most one
+        fetch staler than asked). Only with no document, or one older than ``max_stale``, does
+        the caller wait for the broker.
+
+        Waiting on every stale read deadlocked a loaded federation: a provider's request threads
+        all waited on the broker's /v1/federation while every broker thread waited on the
+        provider's answers (seen at 32 concurrent queries), until the timeouts broke it."""
+        doc = self._doc
+        age = time.monotonic() - self._fetched
+        if doc is None or age > self._max_stale:
             return self.refresh()
-        return self._doc
+        if age > self._max_age:
+            self._refresh_in_background()
+        return doc
+
+    def _refresh_in_background(self) -> None:
+        with self._background_lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+
+        def run() -> None:
+            try:
+                self.refresh()
+            except IbexError:
+                pass  # a document that does not verify is not taken; the held one stays
+            finally:
+                with self._background_lock:
+                    self._refreshing = False
+
+        threading.Thread(target=run, name="ibex-federation-refresh", daemon=True).start()
 
     def trust(self) -> TrustStore:
         self.current()

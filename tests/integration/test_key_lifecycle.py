@@ -241,10 +241,14 @@ class _Docs:
 
     def __init__(self) -> None:
         self.body = b""
+        self.delay = 0.0  # seconds the "broker" takes to answer, as when all its threads are busy
+        self.requests = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                outer.requests += 1
+                time.sleep(outer.delay)
                 self.send_response(200 if outer.body else 404)
                 self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()
@@ -293,6 +297,46 @@ def document(version: int, listed: list[MemberKey], *signers: MemberKeys) -> byt
     for s in signers[1:]:
         env = add_signature(env, s.signing_key)
     return env.to_bytes()
+
+
+def test_a_stale_document_is_refreshed_in_the_background(tmp_path: Path) -> None:
+    """A provider whose copy is older than max_age keeps answering with it while the refresh
+    runs, instead of waiting on a broker that may itself be waiting on this provider."""
+    key = MemberKeys.generate("IBEX-BROKER")
+    listed = [broker_key(key, now() - 1)]
+    with docs_server() as docs:
+        client = FederationClient(
+            docs.url, [bytes(key.signing_key.verify_key)], max_age=0.2, max_stale=30.0
+        )
+        docs.body = document(1, listed, key)
+        assert client.current().version == 1  # no document yet: this one waits
+        docs.body, docs.delay = document(2, listed, key), 1.0
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert client.current().version == 1  # stale: answered at once from the held copy
+        assert client.current().version == 1
+        assert time.monotonic() - started < 0.5
+        deadline = time.monotonic() + 10
+        while client.current().version != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.current().version == 2
+        assert docs.requests == 2  # one background fetch, however many stale reads
+        client.close()
+
+
+def test_past_max_stale_the_caller_waits_for_the_broker(tmp_path: Path) -> None:
+    key = MemberKeys.generate("IBEX-BROKER")
+    listed = [broker_key(key, now() - 1)]
+    with docs_server() as docs:
+        client = FederationClient(
+            docs.url, [bytes(key.signing_key.verify_key)], max_age=0.1, max_stale=0.3
+        )
+        docs.body = document(1, listed, key)
+        assert client.current().version == 1
+        docs.body = document(2, listed, key)
+        time.sleep(0.4)
+        assert client.current().version == 2  # too old to serve: fetched before answering
+        client.close()
 
 
 def test_client_learns_the_new_broker_key(tmp_path: Path) -> None:
