@@ -18,7 +18,6 @@ import httpx
 
 from ibex.canonical import digest_bytes
 from ibex.config import ConnectorConfig
-from ibex.envelope import verify
 from ibex.errors import BadInput, IbexError
 from ibex.federation import FederationClient, encryption_key
 from ibex.keys import MemberKeys
@@ -160,13 +159,11 @@ class Gateway:
     ) -> dict[str, Any]:
         """Check the broker's answer to ``query_id``; ``requested`` (the fields this member asked
         for) bounds what any partner may have released, on top of each decision."""
-        doc = self._federation.current()
-        trust = self._federation.trust()
-        broker = doc.broker.id
+        broker = self._federation.current().broker.id
         try:
             resp = BrokerResponse.parse(body, max_bytes=16 << 20)
-            verified = verify(
-                resp.answer, trust, payload_type=BrokerAnswer.PAYLOAD_TYPE, require_signers=[broker]
+            verified = self._federation.verify(
+                resp.answer, payload_type=BrokerAnswer.PAYLOAD_TYPE, require_signers=[broker]
             )
             agg = BrokerAnswer.parse(verified.payload, max_bytes=16 << 20)
         except IbexError as exc:
@@ -230,9 +227,8 @@ class Gateway:
     ) -> Verified:
         if r.answer is None or r.decision is None:
             raise BadInput("the answered result carries no answer or decision")
-        v = verify(
+        v = self._federation.verify(
             r.answer,
-            self._federation.trust(),
             payload_type=ProviderAnswer.PAYLOAD_TYPE,
             require_signers=[r.target, broker],
         )

@@ -21,7 +21,7 @@ from ibex.auditlog import AuditLog
 from ibex.canonical import digest_bytes
 from ibex.config import ConnectorConfig
 from ibex.decider import PolicyDecider
-from ibex.envelope import sign, verify
+from ibex.envelope import sign
 from ibex.errors import AuditError, BadInput, Forbidden, IbexError, TimeWindowError
 from ibex.federation import FederationClient, encryption_key
 from ibex.keys import MemberKeys, b64
@@ -107,11 +107,9 @@ class Provider:
 
     def _admit(self, body: bytes, meta: dict[str, Any]) -> Admitted:
         req = ProviderRequest.parse(body, max_bytes=self.config.max_body_bytes)
-        doc = self._federation.current()
-        trust = self._federation.trust()
-        broker = doc.broker.id
-        verified = verify(
-            req.routed, trust, payload_type=RoutedQuery.PAYLOAD_TYPE, require_signers=[broker]
+        broker = self._federation.current().broker.id
+        verified = self._federation.verify(
+            req.routed, payload_type=RoutedQuery.PAYLOAD_TYPE, require_signers=[broker]
         )
         routed = RoutedQuery.parse(verified.payload, max_bytes=self.config.max_body_bytes)
         if routed.target != self._keys.member:
@@ -126,9 +124,8 @@ class Provider:
         claims = unverified_claims(routed.query.payload)
         requester = claims.get("requester")
         issued = claims.get("issued_at")
-        query_verified = verify(
+        query_verified = self._federation.verify(
             routed.query,
-            trust,
             payload_type=Query.PAYLOAD_TYPE,
             at=parse_ts(issued) if isinstance(issued, str) else now(),
             require_signers=[requester] if isinstance(requester, str) else [],

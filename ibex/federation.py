@@ -22,8 +22,15 @@ from pathlib import Path
 
 import httpx
 
-from ibex.envelope import Envelope, TrustedKey, TrustStore, verify
-from ibex.errors import BadInput, IbexError, SignatureError, StoreError, UnknownMember
+from ibex.envelope import Envelope, TrustedKey, TrustStore, Verified, verify
+from ibex.errors import (
+    BadInput,
+    IbexError,
+    SignatureError,
+    StoreError,
+    UnknownMember,
+    UntrustedSigner,
+)
 from ibex.jsonio import dumps, loads_strict
 from ibex.keys import b64decode_strict, key_id
 from ibex.messages import (
@@ -225,8 +232,16 @@ class FederationClient:
         tmp.write_bytes(data)
         tmp.replace(path)
 
-    def refresh(self) -> FederationDocument:
+    def refresh(self, *, if_older_than: float | None = None) -> FederationDocument:
+        """Fetch the document now; with ``if_older_than``, only if no fetch succeeded within
+        that many seconds (another thread may have fetched while this one waited)."""
         with self._lock:
+            if (
+                if_older_than is not None
+                and self._doc is not None
+                and time.monotonic() - self._fetched <= if_older_than
+            ):
+                return self._doc
             headers = {"If-None-Match": f'"v{self._doc.version}"'} if self._doc else {}
             try:
                 resp = self._client.get(self._url, headers=headers, timeout=self._timeout)
@@ -264,6 +279,39 @@ class FederationClient:
             self._refresh_in_background()
         return doc
 
+    def verify(
+        self,
+        envelope: Envelope,
+        *,
+        payload_type: str,
+        at: float | None = None,
+        require_signers: Iterable[str] = (),
+    ) -> Verified:
+        """:func:`ibex.envelope.verify` against the held document's keys. A signer the held
+        document does not know (a member who has just joined, a key just rotated) makes the
+        caller wait for a fresh document once, if the held one is older than ``max_age``, and
+        try again; a document fetched within ``max_age`` is not fetched again, so unknown
+        signatures cannot make every request call the broker."""
+        held = self.current()
+        try:
+            return verify(
+                envelope,
+                self.trust(),
+                payload_type=payload_type,
+                at=at,
+                require_signers=require_signers,
+            )
+        except UntrustedSigner:
+            if self.refresh(if_older_than=self._max_age) is held:
+                raise  # nothing newer to be had: the signer is unknown indeed
+        return verify(
+            envelope,
+            self.trust(),
+            payload_type=payload_type,
+            at=at,
+            require_signers=require_signers,
+        )
+
     def _refresh_in_background(self) -> None:
         with self._background_lock:
             if self._refreshing:
@@ -272,7 +320,7 @@ class FederationClient:
 
         def run() -> None:
             try:
-                self.refresh()
+                self.refresh(if_older_than=self._max_age)
             except IbexError:
                 pass  # a document that does not verify is not taken; the held one stays
             finally:

@@ -34,7 +34,14 @@ from ibex.envelope import Envelope, add_signature, sign, verify
 from ibex.errors import SignatureError, UntrustedSigner
 from ibex.federation import FederationClient
 from ibex.keys import MemberKeys, b64, load_public
-from ibex.messages import PT_FEDERATION, BrokerInfo, FederationDocument, MemberKey, Query
+from ibex.messages import (
+    PT_FEDERATION,
+    BrokerInfo,
+    FederationDocument,
+    MemberKey,
+    Query,
+    RoutedQuery,
+)
 from ibex.store import load_db_key
 from ibex.timeutil import format_ts, now
 from tests.support.factories import person_query
@@ -321,6 +328,32 @@ def test_a_stale_document_is_refreshed_in_the_background(tmp_path: Path) -> None
             time.sleep(0.05)
         assert client.current().version == 2
         assert docs.requests == 2  # one background fetch, however many stale reads
+        client.close()
+
+
+def test_an_unknown_signer_fetches_a_fresher_document_once(tmp_path: Path) -> None:
+    """A message signed by a key the held document does not list yet (a member who has just
+    joined, a key just rotated) waits for one fresh document instead of being refused on the
+    stale copy; within max_age of the last fetch it is refused without asking the broker."""
+    old, new = MemberKeys.generate("IBEX-BROKER"), MemberKeys.generate("IBEX-BROKER")
+    t = now()
+    signed_by_new = sign(RoutedQuery.PAYLOAD_TYPE, b"{}", new.signing_key)
+    with docs_server() as docs:
+        client = FederationClient(
+            docs.url, [bytes(old.signing_key.verify_key)], max_age=0.3, max_stale=30.0
+        )
+        docs.body = document(1, [broker_key(old, t - 1)], old)
+        assert client.current().version == 1
+        docs.body = document(2, [broker_key(old, t - 1), broker_key(new, t - 1)], old)
+        with pytest.raises(UntrustedSigner):  # fetched just now: no second fetch
+            client.verify(signed_by_new, payload_type=RoutedQuery.PAYLOAD_TYPE)
+        assert docs.requests == 1
+        time.sleep(0.4)
+        verified = client.verify(
+            signed_by_new, payload_type=RoutedQuery.PAYLOAD_TYPE, require_signers=["IBEX-BROKER"]
+        )
+        assert "IBEX-BROKER" in verified.signers
+        assert client.current().version == 2 and docs.requests == 2
         client.close()
 
 
