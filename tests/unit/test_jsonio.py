@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -102,6 +103,49 @@ def test_canonical_json_is_rfc8785() -> None:
         '{"a":[1,1e+21,"\u20ac"],"b":1}'.encode()
     )
     assert digest({"a": 1}) == digest({"a": 1.0})
+
+
+_any_text = st.text(max_size=6)  # every code point, lone surrogates included
+_canonical_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _any_text,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(_any_text | st.sampled_from(["a", "b", "\U0001f600", "\ufb01"]), inner)
+    ),
+    max_leaves=25,
+)
+
+
+def _reference(value: object) -> bytes | None:
+    try:
+        return bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        return None
+
+
+@given(_canonical_values)
+def test_canonical_json_agrees_with_the_reference_implementation(value: object) -> None:
+    """The json fast path must write exactly rfc8785's bytes, and refuse what it refuses."""
+    expected = _reference(value)
+    if expected is None:
+        with pytest.raises(BadInput):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == expected
+
+
+def test_canonical_json_sorts_keys_by_utf16_code_units() -> None:
+    # U+1F600 is a surrogate pair (D83D DE00) and sorts before U+FB01 in UTF-16, after it by
+    # code point: such keys must not take the code-point-sorting fast path.
+    value = {"\ufb01": 1, "\U0001f600": 2}
+    assert canonical_json(value) == _reference(value)
+    assert canonical_json(value).index("\U0001f600".encode()) < canonical_json(value).index(
+        "\ufb01".encode()
+    )
 
 
 def test_canonical_json_refuses_what_json_cannot_say() -> None:
