@@ -2,11 +2,13 @@
 
 Used for the broker's privacy audit log and each connector's disclosure log. Entries are checked
 against ``messages/audit_entry`` and stored as RFC 8785 canonical JSON leaves (RFC 9162 hashing).
-``append`` returns only once the entry is durable: callers hand their leaf to a per-process
-committer thread and block on a future; the committer drains whatever has queued up and writes it
-in one transaction with one flush (group commit), so durability does not cost a flush per entry.
-A failed write is an :class:`~ibex.errors.AuditError` for every caller in the batch (they refuse
-their query: fail closed); the next batch reopens the store, so the log recovers with the disk.
+``append`` returns only once the entry is durable. Appends use leader/follower group commit: each
+caller validates and serialises its entry on its own thread and queues the leaf; the first caller
+to find no commit in progress becomes the leader, writes everything queued in one transaction with
+one flush, passes the lead to the oldest waiter and wakes the rest, so durability costs neither a
+flush per entry nor a hand-off to another thread. A failed write is an
+:class:`~ibex.errors.AuditError` for every caller in the batch (they refuse their query: fail
+closed); the next batch reopens the store, so the log recovers with the disk.
 
 Checkpoints (C2SP tlog-checkpoint, signed note, Ed25519) are signed every ``checkpoint_every``
 entries or ``checkpoint_seconds`` seconds, and on demand; partners add ``cosignature/v1``
@@ -17,12 +19,10 @@ and names the first bad index.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,13 +50,18 @@ from ibex.note import (
     sign_note,
     verify_note,
 )
+from ibex.schemas import registry
 
 log = logging.getLogger("ibex.auditlog")
 
 MAX_BATCH = 2048
 APPEND_TIMEOUT_SECONDS = 60.0
 COSIGNATURE_SKEW_SECONDS = 300
-_STOP = object()
+_schemas_loading = threading.Lock()
+_schemas_loaded = threading.Event()
+# Where a queued append stands. It moves on under AuditLog._mutex, except to DONE: the leader
+# sets DONE once the receipts or the error are in place, then wakes the caller.
+_QUEUED, _LEAD, _TAKEN, _DONE = range(4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,41 @@ class AppendReceipt:
 
     index: int
     leaf_hash: bytes
+
+
+class _Request:
+    """One caller's leaves, queued until a leader writes them (or hands this caller the lead)."""
+
+    __slots__ = ("error", "handover", "leaves", "receipts", "state", "wake")
+
+    def __init__(self, leaves: list[tuple[bytes, int]]) -> None:
+        self.leaves = leaves
+        self.receipts: list[AppendReceipt] = []
+        self.error: str | None = None
+        self.state = _QUEUED
+        self.handover: list[_Request] = []  # given the lead: the written callers it must wake
+        self.wake = threading.Lock()  # held until the leader releases it: the cheapest wake-up
+        self.wake.acquire()
+
+    def outcome(self) -> list[AppendReceipt]:
+        if self.error is not None:  # a fresh exception per caller: tracebacks are per thread
+            raise AuditError(self.error)
+        return self.receipts
+
+
+def _leaf(entry: Mapping[str, Any]) -> tuple[bytes, int]:
+    if not _schemas_loaded.is_set():
+        # Building the schema registry takes ~0.3 s; without this lock, every request thread
+        # arriving before it exists builds its own copy (32 threads: seconds of CPU).
+        with _schemas_loading:
+            registry()
+            _schemas_loaded.set()
+    try:
+        return to_leaf(entry)
+    except BadInput:
+        raise
+    except Exception:  # not JSON data at all
+        raise BadInput("an audit entry must be a JSON object") from None
 
 
 class AuditLog:
@@ -93,10 +133,15 @@ class AuditLog:
         )
         self._every = checkpoint_every
         self._seconds = checkpoint_seconds
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._mutex = threading.Lock()  # guards the queue and the lead, never held for I/O
+        self._idle = threading.Condition(self._mutex)  # notified when the last leader is done
+        self._pending: deque[_Request] = deque()
+        self._leading = False
         self._closed = False
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._signing = threading.Lock()  # one checkpoint signer at a time; close() waits
+        self._store_closed = False
         latest = self._store.latest_checkpoint()
         self._last_cp = (latest.size, time.monotonic()) if latest else (0, time.monotonic())
 
@@ -116,101 +161,144 @@ class AuditLog:
     def append_many(self, entries: Sequence[Mapping[str, Any]]) -> list[AppendReceipt]:
         """Validate and append entries (contiguously, in order); return once durable.
 
-        The committer thread validates and serialises the entries itself: with dozens of
-        request threads, work done in each caller only makes them fight the committer for the
-        GIL, while one busy committer and many idle callers keep it moving.
+        The entries are validated and serialised here, on the caller's thread, so that this
+        work overlaps the commit in progress (SQLCipher releases the GIL while it encrypts and
+        flushes). Then the caller queues its leaves and either waits for the leader to write
+        them or, if no commit is in progress, leads: it writes everything queued in one
+        transaction, passes the lead to the oldest waiter and wakes the others.
         """
         if not entries:
             return []
-        future: Future[list[AppendReceipt]] = Future()
-        self._submit((list(entries), future))
-        try:
-            return future.result(timeout=APPEND_TIMEOUT_SECONDS)
-        except FutureTimeout:
-            raise AuditError("the audit log did not acknowledge the append in time") from None
-
-    def _submit(self, item: Any) -> None:
-        with self._lock:
+        request = _Request([_leaf(e) for e in entries])
+        with self._mutex:
             if self._closed:
                 raise AuditError("the audit log is closed")
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._commit_loop, name="ibex-audit-committer", daemon=True
+            self._pending.append(request)
+            lead = not self._leading
+            self._leading = True
+            if self._ticker is None and self._signer is not None:
+                self._ticker = threading.Thread(
+                    target=self._tick, name="ibex-audit-checkpointer", daemon=True
                 )
-                self._thread.start()
-            self._queue.put(item)
-
-    def _commit_loop(self) -> None:
-        stop = False
-        while not stop:
-            try:
-                first = self._queue.get(timeout=min(self._seconds, 1.0))
-            except queue.Empty:
-                self._maybe_checkpoint(None)
-                continue
-            batch, count = [], 0
-            item = first
-            while True:
-                if item is _STOP:
-                    stop = True
-                else:
-                    batch.append(item)
-                    count += len(item[0])
-                if stop or count >= MAX_BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            try:
-                size = self._commit(batch) if batch else None
+                self._ticker.start()
+        if lead or self._wait(request):
+            size = self._lead(request)
+            if size is not None:
                 self._maybe_checkpoint(size)
-            except Exception:  # the committer must outlive any bug: fail the batch, go on
-                log.exception("audit committer failed")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(AuditError("the audit log could not be written"))
+        return request.outcome()
 
-    def _commit(self, items: list[tuple[list[Mapping[str, Any]], Future[Any]]]) -> int | None:
-        """Write one batch; resolve its futures; return the tree size it reached (if known)."""
-        batch: list[tuple[list[tuple[bytes, int]], Future[Any]]] = []
-        for entries, fut in items:
-            try:
-                batch.append(([to_leaf(e) for e in entries], fut))
-            except BadInput as exc:  # this caller's entry is refused; the others go on
-                fut.set_exception(exc)
-            except Exception:  # not JSON data at all
-                fut.set_exception(BadInput("an audit entry must be a JSON object"))
-        if not batch:
-            return None
-        leaves = [leaf for leaves, _ in batch for leaf in leaves]
+    def _wait(self, request: _Request) -> bool:
+        """Block until ``request`` is written (False) or its caller must lead (True)."""
+        if request.wake.acquire(timeout=APPEND_TIMEOUT_SECONDS):
+            return request.state == _LEAD
+        with self._mutex:
+            state = request.state
+            if state == _QUEUED:  # no leader took it: withdraw it, nothing was written
+                self._pending.remove(request)
+        if state == _LEAD:  # handed the lead just as the wait ran out
+            return True
+        if request.state == _DONE:
+            return False
+        raise AuditError("the audit log did not acknowledge the append in time")
+
+    def _lead(self, mine: _Request) -> int | None:
+        """Write ``mine`` and everything queued behind it (one transaction); pass the lead on.
+
+        Whoever leads is always at the head of the queue (the lead passes to the oldest
+        waiter), so one batch is enough; the tree size it reached is returned when known.
+
+        The callers a leader wrote are woken by the *next* leader, once its own rows are in and
+        just before its ``COMMIT`` (or by this one when nobody is queued). Their entries are
+        already durable; the point is the GIL: woken callers go straight back to CPU work, and
+        a leader that lets go of the GIL for each short statement (``BEGIN``, the size, the
+        inserts) while they run waits up to the 5 ms switch interval to get it back every
+        time. Woken during ``COMMIT`` instead, they run while SQLCipher encrypts and flushes.
+        """
+        previous, mine.handover = mine.handover, []
+
+        def wake_previous() -> None:
+            for request in previous:
+                request.wake.release()
+            previous.clear()
+
+        batch: list[_Request] = []
+        size = None
         try:
-            placed = self._store.append_leaves(leaves)
+            with self._mutex:
+                count = 0
+                while self._pending and (
+                    not batch or count + len(self._pending[0].leaves) <= MAX_BATCH
+                ):
+                    request = self._pending.popleft()
+                    request.state = _TAKEN
+                    batch.append(request)
+                    count += len(request.leaves)
+            size = self._write(batch, wake_previous)
+        finally:  # even on a bug or an interrupt, nobody is left waiting and the lead moves on
+            wake_previous()  # if the write failed before its commit
+            for request in batch:
+                if request.state != _DONE:
+                    request.error = request.error or "the audit log could not be written"
+                    request.state = _DONE
+            written = [request for request in batch if request is not mine]
+            with self._mutex:
+                head = self._pending[0] if self._pending else None
+                if head is None:
+                    self._leading = False
+                    self._idle.notify_all()
+                else:
+                    head.state = _LEAD
+                    head.handover = written
+            if head is not None:
+                head.wake.release()
+            else:
+                for request in written:
+                    request.wake.release()
+        return size
+
+    def _write(self, batch: list[_Request], before_commit: Callable[[], None]) -> int | None:
+        """Write the batch's leaves in one transaction; give each request its receipts."""
+        leaves = [leaf for request in batch for leaf in request.leaves]
+        try:
+            placed = self._store.append_leaves(leaves, before_commit)
+            if len(placed) != len(leaves):
+                raise RuntimeError(f"the store placed {len(placed)} of {len(leaves)} leaves")
         except AuditError as exc:
-            for _, fut in batch:
-                fut.set_exception(exc)
-            return None
-        except Exception:  # never leave a caller waiting on a dead committer
-            log.exception("audit committer failed")
-            for _, fut in batch:
-                fut.set_exception(AuditError("the audit log could not be written"))
-            return None
-        pos = 0
-        for mine, fut in batch:
-            fut.set_result([AppendReceipt(i, h) for i, h in placed[pos : pos + len(mine)]])
-            pos += len(mine)
-        return placed[-1][0] + 1
+            error = exc.detail
+        except Exception:  # never let a bug pass for a write: every caller refuses
+            log.exception("audit append failed")
+            error = "the audit log could not be written"
+        else:
+            pos = 0
+            for request in batch:
+                end = pos + len(request.leaves)
+                request.receipts = [AppendReceipt(i, h) for i, h in placed[pos:end]]
+                request.state = _DONE
+                pos = end
+            return placed[-1][0] + 1
+        for request in batch:
+            request.error = error
+            request.state = _DONE
+        return None
+
+    def _tick(self) -> None:
+        """Sign a checkpoint when T seconds have passed with entries unsigned, even when idle."""
+        while not self._stopping.wait(min(self._seconds, 1.0)):
+            self._maybe_checkpoint(None)
 
     def close(self) -> None:
-        """Finish pending appends, stop the committer and close the store."""
-        with self._lock:
+        """Finish the appends in progress, stop the checkpoint timer and close the store."""
+        with self._mutex:
             self._closed = True
-            thread = self._thread
-            if thread is not None and thread.is_alive():
-                self._queue.put(_STOP)
-        if thread is not None:
-            thread.join()
-        self._store.close()
+            while self._leading:
+                self._idle.wait()
+            ticker = self._ticker
+        self._stopping.set()
+        if ticker is not None:
+            ticker.join()
+        with self._signing:  # the last leader may still be signing the checkpoint it made due
+            self._store_closed = True
+            self._store.close()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -279,24 +367,36 @@ class AuditLog:
     def _maybe_checkpoint(self, size: int | None) -> None:
         """Sign a checkpoint when N entries or T seconds have passed since the last one.
 
-        ``size`` is what the committer just wrote (no read needed); other processes sharing
-        the file may have appended more, which the next idle tick picks up.
+        ``size`` is what a leader just wrote (no read needed); other processes sharing the file
+        may have appended more, which the timer's next tick picks up. One signer at a time: a
+        leader that finds another signing goes back to its caller.
         """
         if self._signer is None:
             return
+        last_size, last_time = self._last_cp
+        if (
+            size is not None
+            and size - last_size < self._every
+            and time.monotonic() - last_time < self._seconds
+        ):
+            return
+        if not self._signing.acquire(blocking=False):
+            return
         try:
+            if self._store_closed:  # close() took the lock first
+                return
             last_size, last_time = self._last_cp
             if size is None:
                 size = self.size()
-            elif size - last_size < self._every and time.monotonic() - last_time < self._seconds:
-                return
             due = size - last_size >= self._every or (
                 size > last_size and time.monotonic() - last_time >= self._seconds
             )
             if due:
                 self.sign_checkpoint()
-        except AuditError:
+        except Exception:  # an append is durable without its checkpoint; the next one is due
             log.exception("could not sign an audit checkpoint")
+        finally:
+            self._signing.release()
 
     def _with_cosignatures(self, cp: StoredCheckpoint | None) -> str:
         if cp is None:

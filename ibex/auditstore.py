@@ -1,13 +1,20 @@
 """Storage for the audit log: a small interface and its SQLCipher backend.
 
 The tree lives in two tables: ``leaves`` (index, canonical JSON leaf or NULL once purged, expiry)
-and ``nodes`` (the hash of every perfect subtree under :func:`ibex.merkle.node_id`, level 0 being
-the leaf hashes). An append reads the current size and the right-edge "frontier" of perfect
-subtrees inside ``BEGIN IMMEDIATE``, inserts the new leaves and the nodes they complete, and
-commits with ``synchronous=FULL``: one transaction and one flush for a whole batch, and several
-processes can share one file because the size and frontier are always read under the write lock.
-Checkpoints and witness cosignatures sit beside the tree. A PostgreSQL backend would implement
-:class:`AuditStore` with the same transactions (``SELECT ... FOR UPDATE`` on the size row).
+and ``nodes`` (the hash of every perfect subtree, leaf hashes included, keyed by
+:func:`ibex.merkle.node_id`, which numbers nodes in the order appends complete them). The size of
+the log is one past its last leaf index. An append reads the size and the right-edge "frontier"
+of perfect subtrees inside ``BEGIN IMMEDIATE``, inserts the new leaves and the nodes they
+complete, and commits with ``synchronous=FULL``: one transaction and one flush for a whole batch,
+and several processes can share one file because the size and frontier are always read under the
+write lock. New leaves and nodes land at the right edge of their tables, so a commit rewrites a
+few pages rather than one per tree level. Checkpoints and witness cosignatures sit beside the
+tree. A PostgreSQL backend would implement :class:`AuditStore` with the same transactions (a
+lock on a row that stands for the log, taken before the size is read).
+
+Schema 1 (nodes keyed ``level << 48 | index``, the size kept in ``meta``) is migrated on open, in
+one transaction. Its ``size`` row is deleted, so a process still running the old code fails
+closed on its next append instead of writing old-style keys into the new table.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,10 +30,11 @@ from typing import Any, Protocol
 import sqlcipher3
 
 from ibex.errors import AuditError, StoreError
-from ibex.merkle import leaf_hash, node_hash, node_id, root_nodes
+from ibex.merkle import LEVEL_SHIFT, leaf_hash, node_count, node_hash, node_id, root_nodes
 from ibex.store import Connection, open_encrypted
+from ibex.writelock import WriteLock
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _DDL = (
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS leaves (idx INTEGER PRIMARY KEY, leaf BLOB,"
@@ -60,7 +68,11 @@ class StoredCheckpoint:
 class AuditStore(Protocol):
     """What :class:`~ibex.auditlog.AuditLog` needs from a backend."""
 
-    def append_leaves(self, leaves: Sequence[tuple[bytes, int]]) -> list[tuple[int, bytes]]: ...
+    def append_leaves(
+        self,
+        leaves: Sequence[tuple[bytes, int]],
+        before_commit: Callable[[], None] | None = None,
+    ) -> list[tuple[int, bytes]]: ...
     def size(self) -> int: ...
     def node_hashes(self, ids: Iterable[int]) -> dict[int, bytes]: ...
     def entries(self, start: int, end: int) -> list[StoredEntry]: ...
@@ -93,11 +105,16 @@ class SQLCipherAuditStore:
         self._sync = synchronous
         self._pid = os.getpid()
         self._write_lock = threading.Lock()
+        # Several processes (gunicorn workers) append to one file: they queue on a kernel lock,
+        # not in SQLite's busy handler, whose sleeping back-off cost the broker tens of
+        # milliseconds per commit at eight concurrent queries (ibex.writelock).
+        self._process_lock = WriteLock(self.path)
         self._readers: list[Connection] = []
         self._readers_lock = threading.Lock()
         self._local = threading.local()
         self._frontier: tuple[int, list[tuple[int, int, bytes]]] | None = None
-        self._writer: Connection | None = self._open_writer(create, verify_integrity)
+        with self._process_lock.hold():
+            self._writer: Connection | None = self._open_writer(create, verify_integrity)
 
     # --- connections ------------------------------------------------------------------------
 
@@ -112,9 +129,9 @@ class SQLCipherAuditStore:
                 conn.execute(stmt)
             row = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
             if row is None:
-                conn.execute(
-                    "INSERT INTO meta VALUES ('schema', ?), ('size', '0')", (SCHEMA_VERSION,)
-                )
+                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] == "1":
+                self._migrate_from_1(conn)
             elif row[0] != SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: audit store schema {row[0]} is not supported")
             conn.execute("COMMIT")
@@ -122,6 +139,26 @@ class SQLCipherAuditStore:
             conn.close()
             raise
         return conn
+
+    def _migrate_from_1(self, conn: Connection) -> None:
+        """Re-key schema-1 nodes (``level << 48 | index``) by :func:`node_id`; drop ``size``."""
+        size = _size(conn)
+        row = conn.execute("SELECT v FROM meta WHERE k = 'size'").fetchone()
+        if row is None or int(row[0]) != size:
+            raise StoreError(
+                f"{self.path}: this schema-1 audit store records {row[0] if row else 'no'} entries"
+                f" but holds {size}: it was altered; verify it with the release that wrote it"
+            )
+        conn.execute("CREATE TABLE nodes_2 (id INTEGER PRIMARY KEY, hash BLOB NOT NULL)")
+        mask = (1 << LEVEL_SHIFT) - 1
+        cur = conn.execute("SELECT id, hash FROM nodes ORDER BY id")
+        while rows := cur.fetchmany(5000):
+            rekeyed = [(node_id(int(i) >> LEVEL_SHIFT, int(i) & mask), h) for i, h in rows]
+            _insert_rows(conn, "nodes_2 (id, hash)", rekeyed)
+        conn.execute("DROP TABLE nodes")
+        conn.execute("ALTER TABLE nodes_2 RENAME TO nodes")
+        conn.execute("DELETE FROM meta WHERE k = 'size'")
+        conn.execute("UPDATE meta SET v = ? WHERE k = 'schema'", (SCHEMA_VERSION,))
 
     def _check_pid(self) -> None:
         if os.getpid() != self._pid:
@@ -153,17 +190,18 @@ class SQLCipherAuditStore:
                 if self._writer is None:  # a previous failure closed it; the disk may be back
                     self._writer = self._open_writer(False, False)
                 conn = self._writer
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn, *args)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    self._frontier = None
+                with self._process_lock.hold():
+                    conn.execute("BEGIN IMMEDIATE")
                     try:
-                        conn.execute("ROLLBACK")
-                    except sqlcipher3.Error:
-                        self._drop_writer()
-                    raise
+                        result = fn(conn, *args)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        self._frontier = None
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlcipher3.Error:
+                            self._drop_writer()
+                        raise
                 return result
             except (sqlcipher3.Error, StoreError, OSError) as exc:
                 self._drop_writer()
@@ -180,6 +218,7 @@ class SQLCipherAuditStore:
     def close(self) -> None:
         with self._write_lock:
             self._drop_writer()
+            self._process_lock.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -187,13 +226,26 @@ class SQLCipherAuditStore:
 
     # --- the tree ---------------------------------------------------------------------------
 
-    def append_leaves(self, leaves: Sequence[tuple[bytes, int]]) -> list[tuple[int, bytes]]:
-        """Append leaves (bytes, expiry) in one durable transaction; return (index, hash)s."""
-        result: list[tuple[int, bytes]] = self._write(self._append, leaves)
+    def append_leaves(
+        self,
+        leaves: Sequence[tuple[bytes, int]],
+        before_commit: Callable[[], None] | None = None,
+    ) -> list[tuple[int, bytes]]:
+        """Append leaves (bytes, expiry) in one durable transaction; return (index, hash)s.
+
+        ``before_commit`` runs once the rows are in, just before ``COMMIT`` (the group commit
+        wakes the previous batch's callers there; see :meth:`ibex.auditlog.AuditLog._lead`).
+        """
+        result: list[tuple[int, bytes]] = self._write(self._append, leaves, before_commit)
         return result
 
-    def _append(self, conn: Connection, leaves: Sequence[tuple[bytes, int]]) -> list[Any]:
-        size = int(conn.execute("SELECT v FROM meta WHERE k = 'size'").fetchone()[0])
+    def _append(
+        self,
+        conn: Connection,
+        leaves: Sequence[tuple[bytes, int]],
+        before_commit: Callable[[], None] | None = None,
+    ) -> list[Any]:
+        size = _size(conn)
         if self._frontier is not None and self._frontier[0] == size:
             frontier = list(self._frontier[1])
         else:
@@ -202,27 +254,34 @@ class SQLCipherAuditStore:
             if len(found) != len(wanted):
                 raise StoreError("the stored tree is missing frontier nodes")
             frontier = [(lv, i, found[node_id(lv, i)]) for lv, i in wanted]
-        leaf_rows, node_rows, out = [], [], []
+        # Keys follow completion order (ibex.merkle.node_id): the batch's nodes take the
+        # consecutive keys from node_count(size), in exactly the order they are computed here.
+        first_key = node_count(size)
+        leaf_rows, hashes, out = [], [], []
         for leaf, expires in leaves:
             index, h = size, leaf_hash(leaf)
             leaf_rows.append((index, leaf, expires))
-            node_rows.append((index, h))
+            hashes.append(h)
             out.append((index, h))
             level, pos = 0, index
             while frontier and frontier[-1][0] == level:
                 h = node_hash(frontier.pop()[2], h)
                 level, pos = level + 1, pos >> 1
-                node_rows.append((node_id(level, pos), h))
+                hashes.append(h)
             frontier.append((level, pos, h))
             size += 1
         _insert_rows(conn, "leaves (idx, leaf, expires_at)", leaf_rows)
-        _insert_rows(conn, "nodes (id, hash)", node_rows)
-        conn.execute("UPDATE meta SET v = ? WHERE k = 'size'", (str(size),))
+        _insert_rows(conn, "nodes (id, hash)", list(enumerate(hashes, first_key)))
         self._frontier = (size, frontier)
+        if before_commit is not None:
+            before_commit()
         return out
 
     def size(self) -> int:
-        return int(self._read("SELECT v FROM meta WHERE k = 'size'")[0][0])
+        try:
+            return _size(self._reader())
+        except sqlcipher3.Error as exc:
+            raise AuditError(f"cannot read the audit log: {exc}") from None
 
     def node_hashes(self, ids: Iterable[int]) -> dict[int, bytes]:
         try:
@@ -231,12 +290,20 @@ class SQLCipherAuditStore:
             raise AuditError(f"cannot read the audit log: {exc}") from None
 
     def entries(self, start: int, end: int) -> list[StoredEntry]:
-        rows = self._read(
-            "SELECT l.idx, l.leaf, n.hash, l.purged FROM leaves l JOIN nodes n ON n.id = l.idx"
-            " WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx",
-            (start, end),
-        )
-        return [StoredEntry(int(i), leaf, bytes(h), bool(p)) for i, leaf, h, p in rows]
+        """Entries in ``[start, end)`` that have both their row and their leaf hash."""
+        rows = [
+            (int(i), leaf, bool(p))
+            for i, leaf, p in self._read(
+                "SELECT idx, leaf, purged FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (start, end),
+            )
+        ]
+        hashes = self.node_hashes(node_id(0, i) for i, _, _ in rows)
+        return [
+            StoredEntry(i, leaf, hashes[node_id(0, i)], purged)
+            for i, leaf, purged in rows
+            if node_id(0, i) in hashes
+        ]
 
     def purge_expired(self, now: float) -> int:
         def purge(conn: Connection) -> int:
@@ -256,12 +323,14 @@ class SQLCipherAuditStore:
             yield int(idx), leaf, int(expires), bool(purged)
 
     def iter_level(self, level: int) -> Iterator[tuple[int, bytes]]:
-        low, high = node_id(level, 0), node_id(level + 1, 0)
-        cur = self._reader().execute(
-            "SELECT id, hash FROM nodes WHERE id >= ? AND id < ? ORDER BY id", (low, high)
-        )
-        for nid, h in cur:
-            yield int(nid) - low, bytes(h)
+        """The stored nodes ``(level, k)`` of the tree at its current size, in order of ``k``."""
+        width = self.size() >> level
+        for start in range(0, width, 500):
+            ids = [node_id(level, k) for k in range(start, min(width, start + 500))]
+            found = self.node_hashes(ids)
+            for k, nid in enumerate(ids, start):
+                if nid in found:
+                    yield k, found[nid]
 
     # --- checkpoints and cosignatures ---------------------------------------------------------
 
@@ -306,8 +375,8 @@ class SQLCipherAuditStore:
 def _insert_rows(conn: Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """Multi-row INSERTs: one statement step per chunk rather than per row.
 
-    Each step releases and re-takes the GIL; with dozens of writer threads waiting on it, a
-    per-row ``executemany`` leaves the committer queueing for the GIL once per row.
+    Each step releases and re-takes the GIL; with dozens of writer threads wanting it, a
+    per-row ``executemany`` would leave the group-commit leader queueing for it once per row.
     """
     if not rows:
         return
@@ -318,6 +387,12 @@ def _insert_rows(conn: Connection, table: str, rows: Sequence[tuple[Any, ...]]) 
         chunk = rows[start : start + per]
         params = [v for row in chunk for v in row]
         conn.execute(f"INSERT INTO {table} VALUES {','.join([one] * len(chunk))}", params)  # noqa: S608
+
+
+def _size(conn: Connection) -> int:
+    """The number of entries: one past the last leaf index (an O(log n) look-up)."""
+    last = conn.execute("SELECT max(idx) FROM leaves").fetchone()[0]
+    return 0 if last is None else int(last) + 1
 
 
 def _fetch(conn: Connection, ids: list[int]) -> dict[int, bytes]:

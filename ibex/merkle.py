@@ -3,9 +3,10 @@
 Pure functions, no storage. The tree over ``n`` leaves hashes a leaf as ``SHA-256(0x00 || leaf)``
 and an interior node as ``SHA-256(0x01 || left || right)``, splitting at the largest power of two
 smaller than ``n`` (RFC 9162 §2.1.1). A stored log keeps the hash of every *perfect* subtree
-(``2**level`` leaves starting at a multiple of ``2**level``) under :func:`node_id`; every range a
-proof needs is either such a subtree or a right-edge range that folds from a handful of them, so
-roots and proofs at any size are O(log n) look-ups (see :func:`subtree_nodes`).
+(``2**level`` leaves starting at a multiple of ``2**level``) under :func:`node_id`, numbered in
+the order appends complete them; every range a proof needs is either such a subtree or a
+right-edge range that folds from a handful of them, so roots and proofs at any size are
+O(log n) look-ups (see :func:`subtree_nodes`).
 
 Verification follows RFC 9162 §2.1.3.2 and §2.1.4.2 exactly and fails closed: wrong-length
 proofs, trailing hashes, impossible sizes and proofs that do not use up the second size are all a
@@ -22,7 +23,7 @@ from ibex.errors import BadInput
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-LEVEL_SHIFT = 48  # node ids: level in the high bits, index below; 2**48 leaves is plenty
+LEVEL_SHIFT = 48  # 2**48 leaves is plenty (and node ids stay well inside SQLite's 63 bits)
 MAX_SIZE = 1 << LEVEL_SHIFT
 
 Range = tuple[int, int]  # [start, end) over leaf indexes
@@ -46,8 +47,24 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 def node_id(level: int, index: int) -> int:
-    """The integer key under which a stored log keeps the perfect subtree ``(level, index)``."""
-    return (level << LEVEL_SHIFT) | index
+    """The integer key under which a stored log keeps the perfect subtree ``(level, index)``.
+
+    Nodes are numbered in the order an append-only log completes them (post-order: a leaf, then
+    the subtrees it completes, bottom up), so the nodes an append adds are consecutive keys at
+    the right edge of the table and a commit writes a page or two of nodes, not a page per
+    level. The subtree ends with leaf ``m - 1``, ``m = (index + 1) << level``; the leaves before
+    it completed :func:`node_count` ``(m - 1)`` nodes, and it is the ``level``-th that leaf
+    ``m - 1`` completes.
+    """
+    return node_count(((index + 1) << level) - 1) + level
+
+
+def node_count(size: int) -> int:
+    """How many perfect subtrees (leaves included) a tree of ``size`` leaves has: the next key.
+
+    ``sum(size >> level for level >= 0)``, which is ``2 * size - popcount(size)``.
+    """
+    return 2 * size - size.bit_count()
 
 
 def _split(n: int) -> int:

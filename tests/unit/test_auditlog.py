@@ -12,19 +12,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from ibex.auditentry import new_entry, validate_entry
+from ibex.auditentry import new_entry, to_leaf, validate_entry
 from ibex.auditlog import AuditLog
+from ibex.auditstore import _DDL
 from ibex.errors import (
     AuditError,
     BadInput,
     NotFound,
     SchemaValidationError,
     SignatureError,
+    StoreError,
     UntrustedSigner,
 )
 from ibex.merkle import (
     EMPTY_ROOT,
     leaf_hash,
+    node_count,
     reference_consistency_proof,
     reference_inclusion_proof,
     root_from_leaf_hashes,
@@ -32,7 +35,7 @@ from ibex.merkle import (
     verify_inclusion,
 )
 from ibex.note import SIG_COSIGNATURE_V1, NoteSigner, open_checkpoint, parse_note
-from ibex.store import generate_db_key_file, load_db_key
+from ibex.store import generate_db_key_file, load_db_key, open_encrypted
 
 ORIGIN = "ibex.example/audit/test"
 T0 = 1_800_000_000.0  # a fixed instant: tests never depend on the clock
@@ -256,3 +259,64 @@ def test_new_entry_fills_version_and_time() -> None:
     entry = new_entry("policy", retention_days=10, at=T0, actor="op-1", details={"bundle": "x1"})
     validate_entry(entry)
     assert entry["v"] == 1 and entry["time"].endswith("Z")
+
+
+# --- storage layout -------------------------------------------------------------------------
+
+
+def test_node_keys_are_dense_so_appends_write_at_the_right_edge(log: AuditLog) -> None:
+    for n in (1, 2, 5, 1, 13):
+        log.append_many([sample_entry(log.size() + i) for i in range(n)])
+    store: Any = log._store
+    keys = [r[0] for r in store._writer.execute("SELECT id FROM nodes ORDER BY id")]
+    assert keys == list(range(node_count(22)))
+    assert log.verify().ok
+
+
+def write_schema_1_store(path: Path, key: bytes, entries: list[dict[str, Any]], size: int) -> None:
+    """A store as the schema-1 code wrote it: nodes keyed ``level << 48 | index``, ``size`` row."""
+    conn = open_encrypted(path, key, create=True)
+    conn.execute("BEGIN IMMEDIATE")
+    for stmt in _DDL:
+        conn.execute(stmt)
+    conn.execute("INSERT INTO meta VALUES ('schema', '1'), ('size', ?)", (str(size),))
+    leaves = [to_leaf(e) for e in entries]
+    hashes = [leaf_hash(leaf) for leaf, _ in leaves]
+    for i, (leaf, expires) in enumerate(leaves):
+        conn.execute(
+            "INSERT INTO leaves (idx, leaf, expires_at) VALUES (?, ?, ?)", (i, leaf, expires)
+        )
+    level = 0
+    while (1 << level) <= len(hashes):
+        for k in range(len(hashes) >> level):
+            h = root_from_leaf_hashes(hashes[k << level : (k + 1) << level])
+            conn.execute("INSERT INTO nodes VALUES (?, ?)", (level << 48 | k, h))
+        level += 1
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_a_schema_1_store_is_migrated_on_open_and_keeps_its_tree(tmp_path: Path) -> None:
+    key = load_db_key(generate_db_key_file(tmp_path / "audit.key"))
+    entries = [sample_entry(i) for i in range(21)]
+    write_schema_1_store(tmp_path / "audit.db", key, entries, size=21)
+    hashes = [leaf_hash(to_leaf(e)[0]) for e in entries]
+    with open_log(tmp_path) as log:
+        assert log.size() == 21 and log.root() == root_from_leaf_hashes(hashes)
+        assert [e.leaf_hash for e in log.entries(0, 21)] == hashes
+        assert log.inclusion_proof(5, 21) == reference_inclusion_proof(hashes, 5)
+        assert log.consistency_proof(13, 21) == reference_consistency_proof(hashes, 13)
+        assert log.append(sample_entry(21)).index == 21
+        assert log.verify().ok
+        conn: Any = log._store._writer  # type: ignore[attr-defined]
+        assert dict(conn.execute("SELECT k, v FROM meta")) == {"schema": "2"}
+
+
+def test_an_altered_schema_1_store_is_refused_not_migrated(tmp_path: Path) -> None:
+    key = load_db_key(generate_db_key_file(tmp_path / "audit.key"))
+    write_schema_1_store(tmp_path / "audit.db", key, [sample_entry(i) for i in range(5)], size=4)
+    with pytest.raises(StoreError, match="records 4 entries but holds 5"):
+        open_log(tmp_path)
+    conn = open_encrypted(tmp_path / "audit.db", key)
+    assert conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()[0] == "1"
+    conn.close()

@@ -306,3 +306,18 @@ def test_random_trees_match_reference(leaves: list[bytes], data: st.DataObject) 
     if proof:
         with pytest.raises(ProofError):
             verify_inclusion(hashes[index], index, n, [*proof, proof[0]], root)
+
+
+def test_node_ids_number_subtrees_in_the_order_appends_complete_them() -> None:
+    expected: list[tuple[int, int]] = []
+    for leaf in range(1100):  # each leaf, then every subtree it completes, bottom up
+        expected.append((0, leaf))
+        level = 1
+        while (leaf + 1) % (1 << level) == 0:
+            expected.append((level, ((leaf + 1) >> level) - 1))
+            level += 1
+        assert merkle.node_count(leaf + 1) == len(expected)
+    assert [merkle.node_id(level, index) for level, index in expected] == list(range(len(expected)))
+    assert merkle.node_count(0) == 0
+    top = merkle.MAX_SIZE - 1
+    assert merkle.node_id(0, top) < 2**63  # fits an SQLite INTEGER key
