@@ -205,7 +205,10 @@ def pop_path(obj: Any, path: str) -> Any:
 
 def set_path(obj: dict[str, Any], path: str, value: Any) -> None:
     """Set ``value`` at ``path``, creating objects and arrays (numeric steps) on the way."""
-    steps = _steps(path)
+    _set_steps(obj, _steps(path), value)
+
+
+def _set_steps(obj: dict[str, Any], steps: list[str | int], value: Any) -> None:
     node: Any = obj
     for step, nxt in itertools.pairwise(steps):
         empty: Any = [] if isinstance(nxt, int) else {}
@@ -226,35 +229,57 @@ def set_path(obj: dict[str, Any], path: str, value: Any) -> None:
     node[last] = value
 
 
+_KEY, _FIELD, _ITEM, _ITEM_FIELD, _PATH = range(5)  # the shapes of a CSV column's path
+
+
 def csv_shaper(header: list[str]) -> Callable[[list[str]], dict[str, Any]]:
     """A function turning a CSV row (cells in ``header`` order) into a nested object, with the
-    header's dotted paths parsed once per file rather than once per cell."""
-    plan: list[tuple[int, str, str | None, str | None]] = []  # (index, key, sub-key, path)
+    header's dotted paths parsed once per file rather than once per cell. The usual shapes
+    (``name.surname``, ``nationalities.0``, ``identifiers.0.value``) are set directly once
+    their container exists; anything else, and creating a container, goes through
+    :func:`set_path`'s rules."""
+    plan: list[tuple[int, int, str, int, str, list[str | int]]] = []
     for index, name in enumerate(header):
-        if "." in name and _TARGET.fullmatch(name):
-            steps = name.split(".")
-            if len(steps) == 2 and not steps[1].isdigit():
-                plan.append((index, steps[0], steps[1], None))
-            else:
-                plan.append((index, name, None, name))
+        if not ("." in name and _TARGET.fullmatch(name)):
+            plan.append((index, _KEY, name, 0, "", []))
+            continue
+        steps = _steps(name)
+        kinds = [type(step) for step in steps]
+        if kinds == [str, str]:
+            plan.append((index, _FIELD, str(steps[0]), 0, str(steps[1]), steps))
+        elif kinds == [str, int]:
+            plan.append((index, _ITEM, str(steps[0]), int(steps[1]), "", steps))
+        elif kinds == [str, int, str]:
+            plan.append((index, _ITEM_FIELD, str(steps[0]), int(steps[1]), str(steps[2]), steps))
         else:
-            plan.append((index, name, None, None))
+            plan.append((index, _PATH, name, 0, "", steps))
 
     def shape(cells: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for index, key, sub, path in plan:
+        for index, kind, key, item, sub, steps in plan:
             value = cells[index]
             if value == "":
                 continue
-            if sub is not None:
-                node = out.get(key)
+            if kind == _KEY:
+                out[key] = value
+                continue
+            node = out.get(key)
+            if kind == _FIELD:
                 if not isinstance(node, dict):
                     node = out[key] = {}
                 node[sub] = value
-            elif path is not None:
-                set_path(out, path, value)  # rarer: arrays and deeper paths
+            elif kind == _PATH or isinstance(node, dict):
+                _set_steps(out, steps, value)  # deeper paths, and headers that contradict
+            elif not isinstance(node, list):  # a new array, padded as set_path pads it
+                out[key] = [None] * item + [value if kind == _ITEM else {sub: value}]
+            elif len(node) <= item:
+                _set_steps(out, steps, value)
+            elif kind == _ITEM:
+                node[item] = value
+            elif type(node[item]) is dict:
+                node[item][sub] = value
             else:
-                out[key] = value
+                _set_steps(out, steps, value)
         return out
 
     return shape

@@ -188,6 +188,55 @@ def index_forms(text: str) -> tuple[str, str]:
     return fold(text), transliterate(text)
 
 
+@dataclass(frozen=True, slots=True)
+class NamePart:
+    """The index forms of one name field (given names, surname or full name), worked out once
+    per distinct field: a whole name's forms are its fields' forms joined (see
+    :func:`name_part`), and the same given names and surnames recur throughout an import."""
+
+    folded: str
+    ascii: str  # may be empty: then the whole name needs :func:`transliterate`'s fallback
+    abjad: bool
+    long_keys: frozenset[str]  # blocking keys of the tokens longer than one character
+    all_keys: frozenset[str]  # blocking keys of every token (for names of initials only)
+    skeleton_keys: frozenset[str]  # consonant-skeleton keys, used when the name is abjad
+
+
+@functools.lru_cache(maxsize=32768)
+def name_part(text: str) -> NamePart | None:
+    """The index forms of one name field, or None when the field contains Han or Hangul (whose
+    reading depends on the whole name, see :func:`transliterate`).
+
+    The folded and ASCII forms of ``a + " " + b`` are those of ``a`` and ``b`` joined by a
+    space: NFKC never composes across a space, case folding, transliteration and the
+    separator rules work character by character, and the forms are then split into tokens.
+    Blocking keys are per token. So a name's forms can be put together from its fields',
+    which the import caches; a test holds this to :func:`fold`, :func:`transliterate` and
+    :func:`blocking_keys` of the whole name."""
+    norm = unicodedata.normalize("NFKC", text)
+    if norm.isascii():
+        ascii_text = norm
+    elif _SYLLABIC.search(norm):
+        return None
+    else:
+        ascii_text = anyascii(norm)
+    ascii_form = " ".join(
+        _ASCII_NON_ALNUM.sub(" ", ascii_text.lower().translate(_APOSTROPHES)).split()
+    )
+    tokens = ascii_form.split()
+    long_tokens = [t for t in tokens if len(t) > 1]
+    long_keys = frozenset("p:" + (phonetic_key(t) or t) for t in long_tokens)
+    all_keys = frozenset("p:" + (phonetic_key(t) or t) for t in tokens)
+    return NamePart(
+        folded=ascii_form if text.isascii() else fold(text),
+        ascii=ascii_form,
+        abjad=is_abjad(text),
+        long_keys=long_keys,
+        all_keys=long_keys if len(long_tokens) == len(tokens) else all_keys,
+        skeleton_keys=frozenset("k:" + _skeleton_token(t) for t in tokens),
+    )
+
+
 def name_forms(text: str) -> NameForms:
     """All comparison forms of ``text`` (a whole name or a surname)."""
     folded = fold(text)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from connectors._indexing import IdentKey, NameEntry, identifier_keys, name_entries
+from connectors._indexing import Prepared, prepare_index
 from ibex.errors import FieldError, SchemaValidationError, StoreError, UnknownSchema
 from ibex.schemas import SchemaRegistry, registry
 from ibex.store import Connection, open_encrypted
@@ -231,19 +231,35 @@ class RecordStore:
 
     def check(self, entity_type: str, record: object) -> list[FieldError]:
         """Every reason ``record`` cannot be stored (schema errors, then store rules)."""
-        try:
-            self._schemas.validate(record, self._schema_id(entity_type))
-        except SchemaValidationError as exc:
-            return list(exc.errors)
+        schema_id = self._schema_id(entity_type)
+        if not self._schemas.fast_accepts(record, schema_id):  # else validate() asks it again
+            try:
+                self._schemas.validate(record, schema_id)
+            except SchemaValidationError as exc:
+                return list(exc.errors)
         assert isinstance(record, dict)
         meta = record.get("record")
         if not isinstance(meta, dict):
             return [FieldError("/record", "required property 'record' is missing")]
+        if "source_id" in meta and "handling" in meta:
+            return []
         return [
             FieldError(f"/record/{name}", f"required property {name!r} is missing")
             for name in ("source_id", "handling")
             if name not in meta
         ]
+
+    def prepare(
+        self, entity_type: str, record: object, updated_at: str
+    ) -> Prepared | list[FieldError]:
+        """``record`` ready to write (its JSON body and index rows; ``updated_at`` when it has
+        none of its own), or every reason it cannot be stored. Touches no database, so import
+        workers in other processes can run it (see :mod:`connectors._parallel`)."""
+        errors = self.check(entity_type, record)
+        if errors:
+            return errors
+        assert isinstance(record, dict)
+        return prepare_index(entity_type, record, updated_at)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -395,30 +411,19 @@ def _stored(row: Sequence[Any]) -> StoredRecord:
     return StoredRecord(entity_type, source_id, handling, updated_at, json.loads(body))
 
 
-@dataclass(slots=True)
-class _Pending:
-    entity_type: str
-    source_id: str
-    handling: str
-    updated_at: str
-    body: str
-    idents: list[IdentKey]
-    names: list[NameEntry]
-
-
 class Transaction:
     """Records added inside :meth:`RecordStore.transaction`, written in batches."""
 
     def __init__(self, store: RecordStore, conn: Connection) -> None:
         self._store = store
         self._conn = conn
-        self._pending: list[_Pending] = []
+        self._pending: list[Prepared] = []
         self._seen: dict[tuple[str, str], int] = {}
         self.failed = False
         self.committed = False
         self.inserted = 0
         # Records without their own last-update time get the import's time (one clock read).
-        self._started = _now()
+        self.started = _now()
         self.updated = 0
         row = conn.execute("SELECT coalesce(max(rid), 0) FROM records").fetchone()
         self._next_rid = int(row[0]) + 1
@@ -429,37 +434,38 @@ class Transaction:
 
     def add(self, entity_type: str, record: object, *, row: int | None = None) -> list[FieldError]:
         """Validate ``record`` and queue it; return its errors (then nothing will be written)."""
-        errors = self._store.check(entity_type, record)
-        if not errors:
+        if self.failed:  # keep validating for the report, but nothing will be written
+            errors = self._store.check(entity_type, record)
+            if errors:
+                return errors
             assert isinstance(record, dict)
-            key = (entity_type, record["record"]["source_id"])
-            first = self._seen.get(key)
-            if first is not None:
-                errors = [FieldError("/record/source_id", f"repeats the source id of row {first}")]
-            else:
-                self._seen[key] = row if row is not None else len(self._seen)
-        if errors:
+            return self._once(entity_type, record["record"]["source_id"], row)
+        return self.add_prepared(self._store.prepare(entity_type, record, self.started), row=row)
+
+    def add_prepared(
+        self, prepared: Prepared | list[FieldError], *, row: int | None = None
+    ) -> list[FieldError]:
+        """Queue what :meth:`RecordStore.prepare` returned (with :attr:`started` as the default
+        update time); return its errors, as :meth:`add` does."""
+        if isinstance(prepared, list):
             self.failed = True
+            return prepared
+        errors = self._once(prepared[0], prepared[1], row)
+        if errors or self.failed:
             return errors
-        if self.failed:
-            return []  # keep validating for the report, but nothing will be written
-        assert isinstance(record, dict)
-        meta = dict(record["record"])
-        meta.setdefault("updated_at", self._started)
-        body = {**record, "record": meta}
-        self._pending.append(
-            _Pending(
-                entity_type,
-                meta["source_id"],
-                meta["handling"],
-                meta["updated_at"],
-                json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-                identifier_keys(entity_type, body),
-                name_entries(entity_type, body),
-            )
-        )
+        self._pending.append(prepared)
         if len(self._pending) >= FLUSH_ROWS:
             self.flush()
+        return []
+
+    def _once(self, entity_type: str, source_id: str, row: int | None) -> list[FieldError]:
+        """Refuse a second record with the same source id in one transaction."""
+        key = (entity_type, source_id)
+        first = self._seen.get(key)
+        if first is not None:
+            self.failed = True
+            return [FieldError("/record/source_id", f"repeats the source id of row {first}")]
+        self._seen[key] = row if row is not None else len(self._seen)
         return []
 
     def flush(self) -> None:
@@ -471,7 +477,7 @@ class Transaction:
         existing: dict[tuple[str, str], int] = {}
         by_type: dict[str, list[str]] = {}
         for p in pending:
-            by_type.setdefault(p.entity_type, []).append(p.source_id)
+            by_type.setdefault(p[0], []).append(p[1])
         for entity_type, ids in by_type.items():
             for i in range(0, len(ids), _SQL_VARS):
                 chunk = ids[i : i + _SQL_VARS]
@@ -491,21 +497,20 @@ class Transaction:
         idents: list[tuple[Any, ...]] = []
         names: list[tuple[Any, ...]] = []
         keys: list[tuple[Any, ...]] = []
-        for p in pending:
-            rid = existing.get((p.entity_type, p.source_id))
+        for entity_type, source_id, handling, updated_at, body, ident_keys, name_rows in pending:
+            rid = existing.get((entity_type, source_id))
             if rid is None:
                 rid = self._next_rid
                 self._next_rid += 1
-                inserts.append((rid, p.entity_type, p.source_id, p.handling, p.updated_at, p.body))
+                inserts.append((rid, entity_type, source_id, handling, updated_at, body))
             else:
-                updates.append((p.handling, p.updated_at, p.body, rid))
-            idents.extend((p.entity_type, s, v, c, rid) for s, v, c in p.idents)
-            for ordinal, n in enumerate(p.names):
-                joined = "\t".join(n.keys)
-                names.append(
-                    (rid, ordinal, n.folded, n.ascii, n.surname, n.dob, n.year, n.md, joined)
-                )
-                keys.extend((k, n.year, n.md, rid, ordinal) for k in n.keys)
+                updates.append((handling, updated_at, body, rid))
+            idents.extend((entity_type, s, v, c, rid) for s, v, c in ident_keys)
+            for ordinal, (folded, ascii_form, surname, dob, year, md, joined) in enumerate(
+                name_rows
+            ):
+                names.append((rid, ordinal, folded, ascii_form, surname, dob, year, md, joined))
+                keys.extend((k, year, md, rid, ordinal) for k in joined.split("\t") if k)
         conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", inserts)
         conn.executemany(
             "UPDATE records SET handling = ?, updated_at = ?, body = ? WHERE rid = ?", updates
