@@ -19,11 +19,13 @@ MAX_DEPTH = 64
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BadInput(f"duplicate JSON object key {key!r}")
-        out[key] = value
+    out = dict(pairs)  # in C; only an object with a repeated key needs the loop below
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadInput(f"duplicate JSON object key {key!r}")
+            seen.add(key)
     return out
 
 
