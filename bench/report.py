@@ -171,7 +171,7 @@ def audit_rows(out: str) -> list[Row]:
 
 
 def import_rows(out: str) -> list[Row]:
-    m = _find(r"target >= 20,000 person records/s: csv ([\d,]+)", out)
+    m = _find(r"target >= 20,000 person records/s: csv (\d[\d,]*\d|\d)", out)
     nd = _find(r"^sqlcipher\s+ndjson\s+([\d,]+) rows\s+([\d,]+) records/s", out)
     measured = f"CSV {m.group(1)} records/s" if m else "—"
     if nd:
