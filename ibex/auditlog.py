@@ -50,15 +50,12 @@ from ibex.note import (
     sign_note,
     verify_note,
 )
-from ibex.schemas import registry
 
 log = logging.getLogger("ibex.auditlog")
 
 MAX_BATCH = 2048
 APPEND_TIMEOUT_SECONDS = 60.0
 COSIGNATURE_SKEW_SECONDS = 300
-_schemas_loading = threading.Lock()
-_schemas_loaded = threading.Event()
 # Where a queued append stands. It moves on under AuditLog._mutex, except to DONE: the leader
 # sets DONE once the receipts or the error are in place, then wakes the caller.
 _QUEUED, _LEAD, _TAKEN, _DONE = range(4)
@@ -93,12 +90,6 @@ class _Request:
 
 
 def _leaf(entry: Mapping[str, Any]) -> tuple[bytes, int]:
-    if not _schemas_loaded.is_set():
-        # Building the schema registry takes ~0.3 s; without this lock, every request thread
-        # arriving before it exists builds its own copy (32 threads: seconds of CPU).
-        with _schemas_loading:
-            registry()
-            _schemas_loaded.set()
     try:
         return to_leaf(entry)
     except BadInput:

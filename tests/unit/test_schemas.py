@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ibex import schemas
 from ibex.errors import BadInput, InputTooLarge, SchemaValidationError, UnknownSchema
 from ibex.schemas import (
     DEFAULT_SCHEMA_DIR,
@@ -94,6 +97,34 @@ def test_unknown_schema_refused(name: str) -> None:
 
 def test_registry_is_cached() -> None:
     assert registry() is registry()
+
+
+def test_threads_that_ask_first_share_one_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's request threads all arrive before the registry exists: one builds it."""
+    built: list[object] = []
+
+    class Counting(schemas.SchemaRegistry):
+        def __init__(self) -> None:
+            built.append(self)
+            time.sleep(0.05)  # long enough for every thread to arrive while it is built
+            super().__init__()
+
+    monkeypatch.setattr(schemas, "SchemaRegistry", Counting)
+    monkeypatch.setattr(schemas, "_registry", [])
+    start = threading.Barrier(8)
+    got: list[object] = []
+
+    def ask() -> None:
+        start.wait()
+        got.append(schemas.registry())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1
+    assert len(got) == 8 and all(r is built[0] for r in got)
 
 
 def test_schema_dir_overridable_by_environment(tmp_path: Path) -> None:
