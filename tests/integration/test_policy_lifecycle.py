@@ -7,13 +7,10 @@ team would (propose, review, activate, roll back, break, recover).
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +20,16 @@ from flask.testing import FlaskClient
 
 from broker.app import create_app
 from broker.services import BrokerServices, audit_origin
-from ibex import cli_policy
 from ibex.config import BrokerConfig, load_config
 from ibex.demofed import LocalFederation
-from ibex.errors import BadInput, Forbidden, IbexError
+from ibex.errors import BadInput, Forbidden
 from ibex.keys import MemberKeys
 from ibex.policy_analysis import history_from_audit, simulate
 from ibex.policy_bundle import PolicyBundle
 from ibex.policy_lifecycle import BundleStore
 from ibex.store import load_db_key, open_encrypted
 from tests.support.factories import person_query
+from tests.support.policy_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENING = "agreements/US-CBP--CA-CBSA--screening-2026.yaml"
@@ -97,21 +94,6 @@ def policy_entries(svc: BrokerServices) -> list[dict[str, Any]]:
         if entry.get("kind") == "policy":
             out.append(entry)
     return out
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    """``ibex policy …`` through its own parser, as ``ibex.cli.main`` runs it."""
-    parser = argparse.ArgumentParser(prog="ibex")
-    cli_policy.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        try:
-            code = int(args.func(args))
-        except IbexError as exc:
-            print(exc.diagnostics())
-            code = 2
-    return code, buf.getvalue()
 
 
 def test_decisions_before_any_activation_use_the_files(

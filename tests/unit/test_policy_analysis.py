@@ -3,21 +3,16 @@ with agreements edited the way a legal officer might get them wrong."""
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from ibex import cli_policy
-from ibex.errors import IbexError
 from ibex.policy_analysis import (
     FINDING_CODES,
     DecisionInput,
@@ -31,6 +26,7 @@ from ibex.policy_analysis import (
 )
 from ibex.policy_bundle import PolicyBundle
 from ibex.policy_engine import build_input
+from tests.support.policy_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 TODAY = "2026-06-01"
@@ -54,21 +50,6 @@ def edit(policies: Path, agreement: str, change: Callable[[dict[str, Any]], None
 
 def codes(findings: list[Finding], agreement: str | None = None) -> set[str]:
     return {f.code for f in findings if agreement is None or f.agreement == agreement}
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    """``ibex policy …`` through its own parser, as ``ibex.cli.main`` runs it."""
-    parser = argparse.ArgumentParser(prog="ibex")
-    cli_policy.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        try:
-            code = int(args.func(args))
-        except IbexError as exc:
-            print(exc.diagnostics())
-            code = 2
-    return code, buf.getvalue()
 
 
 # --- check -------------------------------------------------------------------------------------
