@@ -113,8 +113,7 @@ class SQLCipherAuditStore:
         self._readers_lock = threading.Lock()
         self._local = threading.local()
         self._frontier: tuple[int, list[tuple[int, int, bytes]]] | None = None
-        with self._process_lock.hold():
-            self._writer: Connection | None = self._open_writer(create, verify_integrity)
+        self._writer: Connection | None = self._open_writer(create, verify_integrity)
 
     # --- connections ------------------------------------------------------------------------
 
@@ -124,17 +123,19 @@ class SQLCipherAuditStore:
             verify_integrity=verify_integrity,
         )  # fmt: skip
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in _DDL:
-                conn.execute(stmt)
-            row = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            elif row[0] == "1":
-                self._migrate_from_1(conn)
-            elif row[0] != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: audit store schema {row[0]} is not supported")
-            conn.execute("COMMIT")
+            # Not around open_encrypted: creating a store takes this same lock (ibex.store).
+            with self._process_lock.hold():
+                conn.execute("BEGIN IMMEDIATE")
+                for stmt in _DDL:
+                    conn.execute(stmt)
+                row = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                elif row[0] == "1":
+                    self._migrate_from_1(conn)
+                elif row[0] != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: audit store schema {row[0]} is not supported")
+                conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise

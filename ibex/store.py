@@ -17,6 +17,7 @@ import sqlcipher3
 
 from ibex.errors import ConfigError, KeyFileError, StoreError, StoreKeyError
 from ibex.keys import read_secret_file
+from ibex.writelock import WriteLock
 
 SQLITE_PLAIN_HEADER = b"SQLite format 3\x00"
 KEY_BYTES = 32
@@ -80,11 +81,38 @@ def open_encrypted(
     timeout: float = 30.0,
     verify_integrity: bool = True,
 ) -> Connection:
-    """Open (or, with ``create``, create) an encrypted SQLCipher database in WAL mode."""
+    """Open (or, with ``create``, create) an encrypted SQLCipher database in WAL mode.
+
+    Creation is serialised across processes on the store's lock file (:mod:`ibex.writelock`):
+    a server's workers start together, and SQLite writes a new file's header only on its first
+    write, so a second worker used to find the first one's file still empty and refuse it."""
     if len(key) != KEY_BYTES:
         raise StoreKeyError(f"a database key is {KEY_BYTES} bytes")
     if synchronous not in {"FULL", "NORMAL", "EXTRA"}:
         raise ConfigError("synchronous must be FULL, NORMAL or EXTRA")
+    args = (path, key, synchronous, check_same_thread, timeout, verify_integrity)
+    if not create:
+        return _open(*args, create=False)
+    lock = WriteLock(path)
+    try:
+        with lock.hold():
+            return _open(*args, create=True)
+    except OSError as exc:
+        raise StoreError(f"cannot open encrypted store {path}: {exc.strerror}") from None
+    finally:
+        lock.close()
+
+
+def _open(
+    path: Path,
+    key: bytes,
+    synchronous: str,
+    check_same_thread: bool,
+    timeout: float,
+    verify_integrity: bool,
+    *,
+    create: bool,
+) -> Connection:
     exists = path.exists()
     if not exists and not create:
         raise StoreError(f"encrypted store {path} does not exist")

@@ -10,6 +10,8 @@ moment the lock is released.
 The lock file is empty and sits next to the database (``<database>.lock``, mode 0600). Hold the
 lock around the whole write transaction (``BEGIN IMMEDIATE`` to ``COMMIT``); SQLite's own locking
 still protects the database, so a writer that does not take this lock is slower, never unsafe.
+The lock is not re-entrant: never open or create a store (which takes its lock, see
+:func:`ibex.store.open_encrypted`) while holding that store's lock.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 from pathlib import Path
@@ -46,6 +47,35 @@ def test_missing_store_is_not_created_silently(tmp_path: Path, key: bytes) -> No
     with pytest.raises(StoreError, match="does not exist"):
         open_encrypted(tmp_path / "absent.db", key)
     assert not (tmp_path / "absent.db").exists()
+
+
+def _create_together(path: str, key: bytes, barrier: object, results: object) -> None:
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        open_encrypted(Path(path), key, create=True).close()
+        results.put("ok")  # type: ignore[attr-defined]
+    except StoreError as exc:
+        results.put(exc.detail)  # type: ignore[attr-defined]
+
+
+def test_workers_creating_one_store_at_once_all_open_it(tmp_path: Path, key: bytes) -> None:
+    """A server's workers start together: none may find another's new file still empty and
+    refuse it (it did, about one worker in two, before creation took the store's lock)."""
+    ctx = multiprocessing.get_context("fork")
+    outcomes = []
+    for i in range(10):
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        path = str(tmp_path / f"store{i}.db")
+        procs = [
+            ctx.Process(target=_create_together, args=(path, key, barrier, results))
+            for _ in range(4)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(30)
+        outcomes += [results.get(timeout=5) for _ in procs]
+    assert outcomes == ["ok"] * 40
 
 
 def test_plain_sqlite_file_is_refused(tmp_path: Path, key: bytes) -> None:
