@@ -9,10 +9,10 @@ figure is printed on its own line, because it holds only for workloads that repe
     .venv/bin/python bench/bench_policy.py [--quick]
 
 Workloads: inputs are drawn from the differential-test corpus shape (every agreement with allowed
-and denied variants). "Uncached" gives every input a distinct officer, so the decision cache
-never hits and each decision is a full Rego evaluation. "Cached" models a realistic screening
-day: 50 officers asking the same 8 kinds of question (the policy sees metadata, never the
-criteria values, so most decisions repeat).
+and denied variants). "Uncached" gives every input a case reference of its own, and runs with
+the decision cache off, so each decision is a full Rego evaluation. "Cached" models a realistic
+screening day: the same 8 kinds of question about 50 open cases (the policy sees metadata,
+never the criteria values nor the officer, so most decisions repeat).
 """
 
 from __future__ import annotations
@@ -41,27 +41,26 @@ from tests.support.policy_corpus import corpus, synthetic_policies  # noqa: E402
 REPEATS = 5
 
 
-def uncached(inputs: list[tuple[str, dict[str, Any]]], n: int) -> list[dict[str, Any]]:
-    """n inputs, each with its own officer so that no two are the same decision."""
-    out = []
-    for i in range(n):
-        inp = json.loads(json.dumps(inputs[i % len(inputs)][1]))
-        inp["query"]["officer"] = f"officer-{i:07d}"
-        out.append(inp)
+def _with_case(inp: dict[str, Any], case: str) -> dict[str, Any]:
+    """A copy of inp citing another case (inputs that cite none are left without one)."""
+    out = json.loads(json.dumps(inp))
+    if "case_reference" in out["query"]:
+        out["query"]["case_reference"] = case
     return out
+
+
+def uncached(inputs: list[tuple[str, dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+    """n inputs, each citing its own case, so that (almost) no two are the same decision."""
+    return [_with_case(inputs[i % len(inputs)][1], f"CASE-{i:07d}") for i in range(n)]
 
 
 def screening_day(inputs: list[tuple[str, dict[str, Any]]], n: int) -> list[dict[str, Any]]:
     rng = random.Random(11)
-    # Eight kinds of question (a primary-inspection lookup, a document check, ...), each from
-    # any of 50 officers: 400 distinct decisions in a day.
+    # Eight kinds of question (a primary-inspection lookup, a document check, ...), each about
+    # any of 50 open cases: 400 distinct decisions in a day. (The officer who asks is not
+    # policy input, so any number of officers asking changes nothing.)
     common = [i for label, i in inputs if label.endswith(("/allowed", "/hit-no-hit"))][:8]
-    out = []
-    for _ in range(n):
-        inp = json.loads(json.dumps(rng.choice(common)))
-        inp["query"]["officer"] = f"officer-{rng.randrange(50):03d}"
-        out.append(inp)
-    return out
+    return [_with_case(rng.choice(common), f"CASE-{rng.randrange(50):03d}") for _ in range(n)]
 
 
 def run_single(engine: RegorusEngine, inputs: list[dict[str, Any]]) -> tuple[float, list[float]]:

@@ -95,7 +95,11 @@ def build_input(
 
     Metadata only: criteria *names*, never values. ``follow_up`` becomes a boolean and the
     officer's confirmation its own member, so the policy reads two booleans instead of an
-    optional object. ``now`` is the broker's clock (seconds since the epoch)."""
+    optional object. ``now`` is the broker's clock (seconds since the epoch).
+
+    The officer who asks is not in it: who asks is personal data that no rule reads (an OPA
+    sidecar would write it to its decision log), and leaving it out lets every officer's
+    identical question share one cached decision. The audit log still records the officer."""
     q = query.to_json() if isinstance(query, Query) else dict(query)
     follow = q.get("follow_up")
     if isinstance(follow, FollowUp):
@@ -104,7 +108,6 @@ def build_input(
         key: q.get(key)
         for key in (
             "requester",
-            "officer",
             "purpose",
             "legal_basis",
             "jurisdiction",

@@ -63,7 +63,6 @@ def base_query(agreement: Mapping[str, Any], recipient: str) -> tuple[dict[str, 
     allowed = sorted(agreement["allowed"][purpose][subject])
     query: dict[str, Any] = {
         "requester": recipient,
-        "officer": "officer-0042",
         "purpose": purpose,
         "legal_basis": agreement["legal_bases"][0]["id"],
         "jurisdiction": jurisdiction,
@@ -139,7 +138,6 @@ def corpus(bundle: PolicyBundle) -> list[tuple[str, dict[str, Any]]]:
     for requester, target in (("CA-RCMP", "MX-INM"), ("US-USCG", "MX-INM"), ("MX-INM", "US-USCG")):
         query = {
             "requester": requester,
-            "officer": "officer-0042",
             "purpose": "border_screening",
             "legal_basis": "ca_customs_act_s107",
             "jurisdiction": MEMBERS[requester]["jurisdictions"][0],

@@ -4,6 +4,7 @@ malformed results and timeouts."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from datetime import UTC, datetime
@@ -286,6 +287,17 @@ def test_cache_returns_the_same_decision_on_the_same_day() -> None:
     assert cached.cache_hits == 1
     next_day = build_input(query(), member("CA-CBSA"), member("US-CBP"), NOW + 86400)
     cached.decide(next_day)
+    assert cached.cache_hits == 1
+
+
+def test_the_officer_is_not_policy_input() -> None:
+    """Who asks is personal data no rule reads: it never reaches the engine (nor an OPA
+    sidecar's decision log), and the same question from two officers is one decision."""
+    cached = RegorusEngine(PolicyBundle.load(ROOT / "policies"))
+    first = build_input(query(officer="officer-1"), member("CA-CBSA"), member("US-CBP"), NOW)
+    second = build_input(query(officer="officer-2"), member("CA-CBSA"), member("US-CBP"), NOW)
+    assert "officer" not in first["query"] and "officer-1" not in json.dumps(first)
+    assert cached.decide(first) == cached.decide(second)
     assert cached.cache_hits == 1
 
 
