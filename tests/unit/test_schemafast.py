@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ibex import schemafast
 from ibex.keys import MemberKeys
-from ibex.schemas import DEFAULT_SCHEMA_DIR, registry
+from ibex.schemas import DEFAULT_SCHEMA_DIR, SchemaRegistry, registry
 from tests.support.factories import person_query
 
 REG = registry()
@@ -28,8 +29,30 @@ def _schema_for(path: Path) -> str:
     return "policy/agreement" if name == "agreement" else f"entities/{name}"
 
 
+def _closures_only() -> SchemaRegistry:
+    """A registry whose fast paths are the nested closures, the fallback for a schema too deep
+    or too large to generate one function for (no shipped schema is)."""
+
+    def refuse(self: object, schema: object = None, base: str = "") -> schemafast.Check:
+        raise schemafast.Unsupported("closures only")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(schemafast._Generator, "function", refuse)
+        return SchemaRegistry()
+
+
+CLOSURES = _closures_only()
+
+
 def test_every_schema_has_a_fast_path() -> None:
     assert REG.fast_compiled() == frozenset(REG.schema_ids())
+    assert CLOSURES.fast_compiled() == frozenset(REG.schema_ids())
+
+
+def test_every_shipped_schema_is_one_generated_function() -> None:
+    for sid in REG.schema_ids():
+        assert REG._fast[sid].__code__.co_filename.startswith("<schemafast "), sid
+        assert not CLOSURES._fast[sid].__code__.co_filename.startswith("<schemafast "), sid
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -42,6 +65,7 @@ def test_fast_path_agrees_on_examples(path: Path) -> None:
         assert full
     if full:  # the fast path should also be *useful*: valid examples take it
         assert REG.fast_accepts(instance, sid)
+    assert CLOSURES.fast_accepts(instance, sid) == REG.fast_accepts(instance, sid)
 
 
 _CBSA = MemberKeys.generate("CA-CBSA")
@@ -100,5 +124,8 @@ def test_fast_path_never_accepts_a_mutation_jsonschema_refuses(data: st.DataObje
         else:
             parent[path[-1]] = new
     sid = REG.resolve_id(schema)
-    if REG.fast_accepts(instance, sid):
+    accepted = REG.fast_accepts(instance, sid)
+    if accepted:
         assert REG.full_is_valid(instance, sid), (schema, instance)
+    # The generated function and the closures it replaces decide alike, keyword for keyword.
+    assert CLOSURES.fast_accepts(instance, sid) == accepted, (schema, instance)
