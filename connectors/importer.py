@@ -15,6 +15,7 @@ report are the same as a serial import's, row for row.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 from connectors._indexing import Prepared
 from connectors._parallel import prepare_in_workers, worker_count
-from connectors.mapping import IDENTITY, Mapping, csv_shaper
+from connectors.mapping import _TARGET, IDENTITY, Mapping, _steps, csv_shaper
 from connectors.records import RecordStore, Transaction
 from ibex.errors import BadInput, FieldError
 from ibex.jsonio import MAX_DEPTH, loads_strict
@@ -125,19 +126,56 @@ Row = tuple[int, Any, "str | None"]
 Decode = Callable[[Any], "dict[str, Any] | str"]  # a raw row to an object, or a problem
 
 
-def _read_csv(fh: TextIO) -> tuple[Decode, Iterator[Row]]:
+def _read_csv(fh: TextIO) -> tuple[Decode, Iterator[Row], _CsvText | None]:
+    """The CSV file's decoder and rows, and (past the header) its text for import workers."""
     csv.field_size_limit(LINE_MAX_BYTES)
     reader = csv.reader(fh, strict=True)
     header = next(reader, None)
     if header is None:
-        return _as_object, iter(())
+        return _as_object, iter(()), None
     if len(set(header)) != len(header) or any(not h.strip() for h in header):
-        return _as_object, iter([(0, None, "the header has empty or repeated column names")])
-    return csv_shaper(header), _csv_rows(reader, len(header))
+        refused = "the header has empty or repeated column names"
+        return _as_object, iter([(0, None, refused)]), None
+    clash = _header_clash(header)
+    if clash is not None:
+        return _as_object, iter([(0, None, clash)]), None
+    # The reader reads no further than the record it returns: whoever reads next, the rows
+    # or the text, goes on from the line after the header.
+    return csv_shaper(header), _csv_rows(reader, len(header)), _CsvText(fh, len(header))
 
 
-def _csv_rows(reader: Iterator[list[str]], width: int) -> Iterator[Row]:
-    number = 0
+def _header_clash(header: list[str]) -> str | None:
+    """Why two columns cannot both be filled in (one's field inside the other's value, a field
+    named twice, an array used as an object), or None. The shaper would let the later column
+    win and lose the earlier's value, or fail on some row; the file is refused up front."""
+    leaves: dict[tuple[str | int, ...], str] = {}  # a column's path -> the column
+    inner: dict[tuple[str | int, ...], tuple[str, type]] = {}  # a container's path -> one
+    for name in header:  # column inside it, and whether it is an array (int) or object (str)
+        # the path csv_shaper puts the column's cells at
+        steps = tuple(_steps(name)) if "." in name and _TARGET.fullmatch(name) else (name,)
+        if steps in leaves:
+            return f"the header's columns {leaves[steps]!r} and {name!r} name the same field"
+        if steps in inner:
+            return f"the header's column {name!r} is a value, but {inner[steps][0]!r} is inside it"
+        for depth in range(1, len(steps)):
+            prefix, kind = steps[:depth], type(steps[depth])
+            if prefix in leaves:
+                return (
+                    f"the header's column {leaves[prefix]!r} is a value, but {name!r} is inside it"
+                )
+            other, other_kind = inner.setdefault(prefix, (name, kind))
+            if other_kind is not kind:
+                where = ".".join(map(str, prefix))
+                return (
+                    f"the header's columns {other!r} and {name!r} make {where!r} both an array"
+                    " and an object"
+                )
+        leaves[steps] = name
+    return None
+
+
+def _csv_rows(reader: Iterator[list[str]], width: int, after: int = 0) -> Iterator[Row]:
+    number = after
     for cells in reader:
         if not cells:
             continue  # a blank line is not a record
@@ -146,6 +184,43 @@ def _csv_rows(reader: Iterator[list[str]], width: int) -> Iterator[Row]:
             yield number, None, f"has {len(cells)} cells; the header has {width}"
         else:
             yield number, cells, None
+
+
+@dataclass(frozen=True, slots=True)
+class _CsvText:
+    """A CSV file's records as text, for import workers to parse (a
+    :class:`connectors._parallel.TextSource`): chunks of lines cut where the quotes seen so far
+    balance. A literal quote in an unquoted cell (``5" floppy``) throws the count off; the
+    worker parsing the chunk then finds it does not end where a record ends, and this process
+    parses the rest itself."""
+
+    fh: TextIO
+    width: int
+    longest: int = 8  # a chunk waiting for its quotes to balance stops at this many times count
+
+    def lines(self, count: int) -> tuple[list[str], Exception | None]:
+        out: list[str] = []
+        append = out.append
+        try:
+            for line in itertools.islice(self.fh, count):
+                append(line)
+            if "".join(out).count('"') % 2:  # inside a quoted cell, very likely
+                for line in itertools.islice(self.fh, count * self.longest):
+                    append(line)
+                    if line.count('"') % 2:
+                        break
+        except Exception as exc:  # raised by whoever parses the lines read before it
+            return out, exc
+        return out, None
+
+    def parse(self, lines: list[str]) -> list[Row] | None:
+        try:
+            return list(_csv_rows(csv.reader(lines, strict=True), self.width))
+        except csv.Error:  # ends inside a quoted cell, or is not CSV: told here, in file order
+            return None
+
+    def rows(self, lines: Iterator[str], after: int) -> Iterator[Row]:
+        return _csv_rows(csv.reader(lines, strict=True), self.width, after)
 
 
 def _read_ndjson(fh: TextIO) -> Iterator[Row]:
@@ -346,19 +421,30 @@ def _added(
         )
         return
     with path.open(encoding="utf-8-sig", newline="" if fmt == "csv" else None) as fh:
-        decode, rows = _read_csv(fh) if fmt == "csv" else (_parse_line, _read_ndjson(fh))
-        yield from _add_rows(_Stage(store, entity_type, decode, mapping), rows, tx, workers)
+        text: _CsvText | None = None
+        if fmt == "csv":
+            decode, rows, text = _read_csv(fh)
+        else:
+            decode, rows = _parse_line, _read_ndjson(fh)
+        stage = _Stage(store, entity_type, decode, mapping)
+        yield from _add_rows(stage, rows, tx, workers, text)
 
 
 def _add_rows(
-    stage: _Stage, rows: Iterator[Row], tx: Transaction, workers: int | None
+    stage: _Stage,
+    rows: Iterator[Row],
+    tx: Transaction,
+    workers: int | None,
+    text: _CsvText | None = None,
 ) -> Iterator[tuple[int, list[FieldError]]]:
     """Rows are worked on by worker processes where there may be some (see
-    :mod:`connectors._parallel`), else here. Either way the transaction gets the same rows in
-    the same order, and a reading error is raised after the rows read before it."""
+    :mod:`connectors._parallel`; ``text``: the rest of a CSV file, which they parse), else
+    here from ``rows``. Either way the transaction gets the same rows in the same order, and a
+    reading error is raised after the rows read before it."""
     count = worker_count(workers)
     if count:
-        for number, prepared in prepare_in_workers(stage.prepare, rows, tx.started, count):
+        prepared_rows = prepare_in_workers(stage.prepare, rows, tx.started, count, text)
+        for number, prepared in prepared_rows:
             yield number, tx.add_prepared(prepared, row=number)
         return
     for number, raw, problem in rows:

@@ -129,6 +129,33 @@ def test_malformed_files_are_rejected(
     assert store.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("a,a.0", "column 'a' is a value, but 'a.0' is inside it"),
+        ("name,name.surname", "column 'name' is a value, but 'name.surname' is inside it"),
+        ("name.surname,name", "column 'name' is a value, but 'name.surname' is inside it"),
+        ("aliases.0,aliases.surname", "make 'aliases' both an array and an object"),
+        ("a.0,a.b.c", "make 'a' both an array and an object"),  # the shaper used to raise here
+        ("a.b,a.1", "make 'a' both an array and an object"),
+        ("nationalities.0,nationalities.00", "name the same field"),
+    ],
+)
+@pytest.mark.parametrize("workers", [0, None])
+def test_a_header_with_contradicting_paths_is_reported(
+    store: RecordStore, tmp_path: Path, header: str, message: str, workers: int | None
+) -> None:
+    """Two columns that cannot both hold a value are one clear problem with the file, not an
+    exception nor a row that quietly loses one of the two cells."""
+    src = tmp_path / "p.csv"
+    src.write_text(f"record.source_id,record.handling,{header}\nC1,H1,x,y\n")
+    report = import_file(store, src, "person", workers=workers)
+    assert [(e.row, e.pointer) for e in report.errors] == [(0, "")], report.to_text()
+    assert message in report.errors[0].message
+    assert "file: the header's" in report.to_text()
+    assert store.count() == 0
+
+
 def test_format_and_mapping_type_checks(store: RecordStore, tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="cannot tell the format"):
         import_file(store, tmp_path / "x.txt", "person")

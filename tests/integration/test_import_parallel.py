@@ -124,6 +124,52 @@ def test_workers_with_a_mapping_and_csv(tmp_path: Path) -> None:
     assert serial.rows == ROWS and len(db["records"]) == ROWS + len(range(0, ROWS, 3))
 
 
+def write_quoted_csv(path: Path, count: int, literal_quote_at: int | None = None) -> Path:
+    """Person rows whose given names hold quotes, commas and line breaks (\\n, \\r\\n, \\r),
+    so that many records span lines and chunks; with ``literal_quote_at``, that row's surname
+    is an unquoted cell holding a quote (``O"Neil``), which strict CSV allows."""
+    header = "record.source_id,record.handling,name.given_names,name.surname,date_of_birth"
+    lines = [header + "\r\n"]
+    breaks = ["\n", "\r\n", "\r", "\n\n"]
+    for i in range(count):
+        given = f'"An ""{i}"",{breaks[i % 4]}na"' if i % 3 else "Anna"
+        surname = 'O"Neil' if i == literal_quote_at else "Smith"
+        lines.append(f"S{i:05d},H2,{given},{surname},1980-01-{1 + i % 28:02d}\r\n")
+        if i % 11 == 0:
+            lines.append("\r\n")  # a blank line is not a record
+    path.write_bytes("".join(lines).encode())
+    return path
+
+
+@pytest.mark.parametrize("literal_quote_at", [None, 5, 40, ROWS - 3])
+def test_csv_text_chunks_split_where_records_end(
+    tmp_path: Path, literal_quote_at: int | None
+) -> None:
+    """The workers parse the CSV: records spanning lines come out whole and in order, and a
+    quote in an unquoted cell (which miscounts where records end) hands the rest of the file
+    back to the importing process, with the same rows, numbers and store."""
+    path = write_quoted_csv(tmp_path / "q.csv", ROWS, literal_quote_at)
+    serial, _, db = both(tmp_path, path)
+    assert serial.accepted and serial.rows == ROWS, serial.to_text()
+    bodies = {sid: json.loads(body) for _, _, sid, _, _, body in db["records"]}
+    assert bodies["S00004"]["name"]["given_names"] == 'An "4",\nna'
+    assert bodies["S00005"]["name"]["given_names"] == 'An "5",\r\nna'
+    if literal_quote_at is not None:
+        assert bodies[f"S{literal_quote_at:05d}"]["name"]["surname"] == 'O"Neil'
+
+
+def test_csv_text_chunks_report_row_numbers_and_bad_csv(tmp_path: Path) -> None:
+    path = write_quoted_csv(tmp_path / "q.csv", ROWS)
+    text = path.read_bytes().replace(b"S00100,H2", b"S00100,H9")  # a bad handling code
+    path.write_bytes(text + b'S99999,H2,"x"y,Smith,1980\r\n')  # then bad CSV
+    serial, _, _ = both(tmp_path, path)
+    assert [(e.row, e.pointer) for e in serial.errors] == [
+        (101, "/record/handling"),
+        (ROWS + 1, ""),
+    ]
+    assert "not valid CSV" in serial.errors[-1].message
+
+
 def test_bad_rows_in_late_chunks_change_nothing(tmp_path: Path) -> None:
     rows = [person(i) for i in range(ROWS)]
     rows[ROWS - 40]["date_of_birth"] = "1980-02-30"
