@@ -148,11 +148,16 @@ class MemberRegistry:
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def _refresh(self) -> None:
-        """Reload when another worker process published a newer version."""
-        row = self._load_row()
-        if row is None:
+        """Reload when another worker process published a newer version. Every request asks,
+        several times: the version alone is read first, the document only when it changed."""
+        if self._doc is not None:
+            row = self._conn.execute("SELECT version FROM federation WHERE id = 1").fetchone()
+            if row is not None and int(row[0]) == self._cache_version:
+                return
+        loaded = self._load_row()
+        if loaded is None:
             raise NotFound("no federation document has been published")
-        version, data = row
+        version, data = loaded
         if version == self._cache_version and self._doc is not None:
             return
         env = Envelope.parse(data)
