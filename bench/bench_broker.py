@@ -19,6 +19,8 @@ All traffic stays on 127.0.0.1; every loop is bounded in count. Not a test.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import statistics
 import sys
@@ -83,6 +85,56 @@ def person(i: int, member: str) -> dict[str, object]:
         "date_of_birth": f"{1950 + i % 50}-{1 + i % 12:02d}-{1 + i % 28:02d}",
         "nationalities": ["CAN"],
     }
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def cpu_snapshot(fed: LocalFederation) -> dict[str, float] | None:
+    """CPU seconds so far: this process (the requesting agency), the broker, the providers."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+
+    def node(name: str) -> float:
+        process = fed.nodes[name].process
+        return _tree_cpu(process.pid) if process is not None else 0.0
+
+    return {
+        "client": usage.ru_utime + usage.ru_stime,
+        "broker": node("broker"),
+        "providers": sum(node(p) for p in PARTNERS),
+    }
+
+
+def cpu_per_query(
+    before: dict[str, float] | None, after: dict[str, float] | None, queries: int
+) -> dict[str, float]:
+    """Milliseconds of CPU per query, by role, between two snapshots."""
+    if before is None or after is None:
+        return {}
+    return {k: (after[k] - before[k]) * 1000 / max(queries, 1) for k in before}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -285,9 +337,12 @@ def main() -> int:
             f"{'direct p50':>10} {'p99':>8} {'q/s':>7} | {'p50 ratio':>9}"
         )
         stages: list[str] = []
+        cpu_lines: list[str] = []
         for conc in args.levels:
             before = bench.stage_totals()
+            cpu0 = cpu_snapshot(fed)
             b_lat, b_qps, b_err = bench.run(bench.via_broker, conc, args.queries)
+            cpu1 = cpu_snapshot(fed)
             after = bench.stage_totals()
             spent = {
                 stage: (total - before.get(stage, (0.0, 0.0))[0]) * 1000 / max(len(b_lat), 1)
@@ -295,6 +350,20 @@ def main() -> int:
             }
             stages.append(f"{conc:>4} | " + "  ".join(f"{k} {v:.2f}" for k, v in spent.items()))
             d_lat, d_qps, d_err = bench.run(bench.direct, conc, args.queries)
+            cpu2 = cpu_snapshot(fed)
+            b_cpu = cpu_per_query(cpu0, cpu1, len(b_lat))
+            d_cpu = cpu_per_query(cpu1, cpu2, len(d_lat))
+            if b_cpu and d_cpu:
+                cores = os.cpu_count() or 1
+                b_all, d_all = sum(b_cpu.values()), sum(d_cpu.values())
+                cpu_lines.append(
+                    f"{conc:>4} | broker path: agency {b_cpu['client']:.2f}"
+                    f"  broker {b_cpu['broker']:.2f}  providers {b_cpu['providers']:.2f}"
+                    f"  = {b_all:.2f} ms -> at most {cores * 1000 / b_all:.0f} q/s"
+                    f" | direct: agency {d_cpu['client']:.2f}"
+                    f"  providers {d_cpu['providers']:.2f}  = {d_all:.2f} ms"
+                    f" -> at most {cores * 1000 / d_all:.0f} q/s"
+                )
             bp50, dp50 = statistics.median(b_lat), statistics.median(d_lat)
             print(
                 f"{conc:>4} | {bp50:>8.2f}ms {percentile(b_lat, 0.99):>6.1f}ms {b_qps:>7.0f} | "
@@ -307,6 +376,13 @@ def main() -> int:
         print("two group commits, route is the fan-out round trip to the partners):")
         for line in stages:
             print(line)
+        if cpu_lines:
+            print(
+                f"CPU per query by process (ms; agency = this process, providers = the three "
+                f"together), and the q/s that CPU allows on {os.cpu_count()} cores:"
+            )
+            for line in cpu_lines:
+                print(line)
     finally:
         fed.stop()
         if not args.keep:
