@@ -237,6 +237,17 @@ def broker_rows(out: str) -> list[Row]:
             f"({best * fan} sub-queries/s); without the broker the same providers answer at "
             f"most {direct} queries/s on this machine"
         )
+        cpu = _find(
+            rf"^\s*{conc} \| broker path: agency ([\d.]+)\s+broker ([\d.]+)\s+providers ([\d.]+)"
+            r"\s+= ([\d.]+) ms -> at most (\d+) q/s",
+            out,
+        )
+        if cpu:
+            measured += (
+                f"; CPU per query {cpu.group(4)} ms (agency {cpu.group(1)}, broker {cpu.group(2)},"
+                f" three providers {cpu.group(3)}), which allows at most {cpu.group(5)} queries/s"
+                " on this machine's cores"
+            )
     else:
         measured, best = "—", 0
     rows.append(
