@@ -255,7 +255,7 @@ def _details(r: TargetOutcome) -> Iterator[str]:
         yield f"hit {i}: handling {hit.handling}, score {hit.score:g}{expires}"
         yield f"    reference: {hit.reference}"
         yield (
-            f"    full record: --follow-up {hit.reference} --target {hit.target}"
+            f"    full record: --follow-up={hit.reference} --target {hit.target}"
             f" --previous-query-id {hit.query_id} --confirm"
         )
 

@@ -32,6 +32,24 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 EXIT_ERROR = 2
 
+# Options whose value is an opaque token that may begin with "-" (a hit reference is random
+# base64url, so one in 64 does): argparse would take such a value for an option of its own and
+# refuse the command, so "--option VALUE" is handed to it as "--option=VALUE".
+OPAQUE_VALUE_OPTIONS = frozenset({"--follow-up"})
+
+
+def join_opaque_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            out.append(arg)
+            out.extend(args)
+            break
+        value = next(args, None) if arg in OPAQUE_VALUE_OPTIONS else None
+        out.append(arg if value is None else f"{arg}={value}")
+    return out
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -46,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_opaque_values(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args))
     except IbexError as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ibex.cli import main
+from ibex.cli import build_parser, join_opaque_values, main
 from ibex.keys import MemberKeys
 
 
@@ -71,3 +71,18 @@ def test_demo_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for option in ("--dir", "--port", "--records", "--once", "--json"):
         assert option in out
+
+
+@pytest.mark.parametrize("reference", ["-Qx3_b2", "--9aZ", "plain-ref"])
+def test_a_follow_up_reference_may_begin_with_a_dash(reference: str) -> None:
+    """Hit references are random base64url, so one in 64 begins with "-"; the officer pastes it
+    after --follow-up as printed, and argparse must not take it for an option."""
+    argv = [
+        *("query", "--config", "c.toml", "--officer", "o-1", "--purpose", "border_screening"),
+        *("--legal-basis", "b", "--jurisdiction", "CA", "--type", "person"),
+        *("--follow-up", reference, "--target", "US-CBP"),
+    ]
+    args = build_parser().parse_args(join_opaque_values(argv))
+    assert args.follow_up == reference and args.target == ["US-CBP"]
+    joined = join_opaque_values([*argv, "--", "--follow-up", "x"])
+    assert joined[-2:] == ["--follow-up", "x"]  # after "--" nothing is rewritten
