@@ -403,18 +403,37 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+# JSON scalars pass through _encode as they are; checked by exact type first, the common case.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The fields of a dataclass type, in order (None for any other type): asked once per type
+    rather than through dataclasses.fields() for every object of every message."""
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    return None
+
+
 def _encode(value: Any) -> Any:
+    """A message (dataclasses, tuples, mappings, envelopes) as JSON values; None members of a
+    dataclass are left out."""
+    cls: type = type(value)
+    if cls in _SCALARS:
+        return value
     if isinstance(value, Envelope):
         return value.to_json()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    names = _field_names(cls)
+    if names is not None:
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
+        for name in names:
+            v = getattr(value, name)
             if v is not None:
-                out[f.name] = _encode(v)
+                out[name] = v if type(v) in _SCALARS else _encode(v)
         return out
     if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
+        return [v if type(v) in _SCALARS else _encode(v) for v in value]
     if isinstance(value, Mapping):
         return {k: _encode(v) for k, v in value.items()}
     return value

@@ -16,8 +16,9 @@ def now() -> float:
 
 def format_ts(ts: float) -> str:
     """Millisecond precision, always with a ``Z``."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # isoformat truncates to the millisecond, as the microseconds // 1000 it replaces; it takes
+    # a third of strftime's time, and every message and audit entry carries a few timestamps.
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_ts(text: object, *, what: str = "timestamp") -> float:
