@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from connectors._indexing import Prepared
 from connectors._parallel import prepare_in_workers, worker_count
-from connectors.mapping import _TARGET, IDENTITY, Mapping, _steps, csv_shaper
+from connectors.mapping import IDENTITY, Mapping, csv_header_problem, csv_shaper
 from connectors.records import RecordStore, Transaction
 from ibex.errors import BadInput, FieldError
 from ibex.jsonio import MAX_DEPTH, loads_strict
@@ -136,42 +136,12 @@ def _read_csv(fh: TextIO) -> tuple[Decode, Iterator[Row], _CsvText | None]:
     if len(set(header)) != len(header) or any(not h.strip() for h in header):
         refused = "the header has empty or repeated column names"
         return _as_object, iter([(0, None, refused)]), None
-    clash = _header_clash(header)
+    clash = csv_header_problem(header)
     if clash is not None:
         return _as_object, iter([(0, None, clash)]), None
     # The reader reads no further than the record it returns: whoever reads next, the rows
     # or the text, goes on from the line after the header.
     return csv_shaper(header), _csv_rows(reader, len(header)), _CsvText(fh, len(header))
-
-
-def _header_clash(header: list[str]) -> str | None:
-    """Why two columns cannot both be filled in (one's field inside the other's value, a field
-    named twice, an array used as an object), or None. The shaper would let the later column
-    win and lose the earlier's value, or fail on some row; the file is refused up front."""
-    leaves: dict[tuple[str | int, ...], str] = {}  # a column's path -> the column
-    inner: dict[tuple[str | int, ...], tuple[str, type]] = {}  # a container's path -> one
-    for name in header:  # column inside it, and whether it is an array (int) or object (str)
-        # the path csv_shaper puts the column's cells at
-        steps = tuple(_steps(name)) if "." in name and _TARGET.fullmatch(name) else (name,)
-        if steps in leaves:
-            return f"the header's columns {leaves[steps]!r} and {name!r} name the same field"
-        if steps in inner:
-            return f"the header's column {name!r} is a value, but {inner[steps][0]!r} is inside it"
-        for depth in range(1, len(steps)):
-            prefix, kind = steps[:depth], type(steps[depth])
-            if prefix in leaves:
-                return (
-                    f"the header's column {leaves[prefix]!r} is a value, but {name!r} is inside it"
-                )
-            other, other_kind = inner.setdefault(prefix, (name, kind))
-            if other_kind is not kind:
-                where = ".".join(map(str, prefix))
-                return (
-                    f"the header's columns {other!r} and {name!r} make {where!r} both an array"
-                    " and an object"
-                )
-        leaves[steps] = name
-    return None
 
 
 def _csv_rows(reader: Iterator[list[str]], width: int, after: int = 0) -> Iterator[Row]:

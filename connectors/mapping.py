@@ -232,6 +232,41 @@ def _set_steps(obj: dict[str, Any], steps: list[str | int], value: Any) -> None:
 _KEY, _FIELD, _ITEM, _ITEM_FIELD, _PATH = range(5)  # the shapes of a CSV column's path
 
 
+def column_steps(name: str) -> tuple[str | int, ...]:
+    """The path :func:`csv_shaper` puts a column's cells at: a dotted field path split into
+    its steps (an all-digit step is an array index), any other column name as one key."""
+    return tuple(_steps(name)) if "." in name and _TARGET.fullmatch(name) else (name,)
+
+
+def csv_header_problem(header: list[str]) -> str | None:
+    """Why two columns cannot both be filled in (one's field inside the other's value, a field
+    named twice, an array used as an object), or None. The shaper would let the later column
+    win and lose the earlier's value, or fail on some row; the file is refused up front."""
+    leaves: dict[tuple[str | int, ...], str] = {}  # a column's path -> the column
+    inner: dict[tuple[str | int, ...], tuple[str, type]] = {}  # a container's path -> one
+    for name in header:  # column inside it, and whether it is an array (int) or object (str)
+        steps = column_steps(name)
+        if steps in leaves:
+            return f"the header's columns {leaves[steps]!r} and {name!r} name the same field"
+        if steps in inner:
+            return f"the header's column {name!r} is a value, but {inner[steps][0]!r} is inside it"
+        for depth in range(1, len(steps)):
+            prefix, kind = steps[:depth], type(steps[depth])
+            if prefix in leaves:
+                return (
+                    f"the header's column {leaves[prefix]!r} is a value, but {name!r} is inside it"
+                )
+            other, other_kind = inner.setdefault(prefix, (name, kind))
+            if other_kind is not kind:
+                where = ".".join(map(str, prefix))
+                return (
+                    f"the header's columns {other!r} and {name!r} make {where!r} both an array"
+                    " and an object"
+                )
+        leaves[steps] = name
+    return None
+
+
 def csv_shaper(header: list[str]) -> Callable[[list[str]], dict[str, Any]]:
     """A function turning a CSV row (cells in ``header`` order) into a nested object, with the
     header's dotted paths parsed once per file rather than once per cell. The usual shapes
@@ -240,10 +275,11 @@ def csv_shaper(header: list[str]) -> Callable[[list[str]], dict[str, Any]]:
     :func:`set_path`'s rules."""
     plan: list[tuple[int, int, str, int, str, list[str | int]]] = []
     for index, name in enumerate(header):
-        if not ("." in name and _TARGET.fullmatch(name)):
+        path = column_steps(name)
+        if len(path) == 1:
             plan.append((index, _KEY, name, 0, "", []))
             continue
-        steps = _steps(name)
+        steps = list(path)
         kinds = [type(step) for step in steps]
         if kinds == [str, str]:
             plan.append((index, _FIELD, str(steps[0]), 0, str(steps[1]), steps))
