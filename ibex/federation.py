@@ -292,25 +292,20 @@ class FederationClient:
         caller wait for a fresh document once, if the held one is older than ``max_age``, and
         try again; a document fetched within ``max_age`` is not fetched again, so unknown
         signatures cannot make every request call the broker."""
+        signers = tuple(require_signers)  # iterated by each attempt
+
+        def attempt() -> Verified:
+            return verify(
+                envelope, self.trust(), payload_type=payload_type, at=at, require_signers=signers
+            )
+
         held = self.current()
         try:
-            return verify(
-                envelope,
-                self.trust(),
-                payload_type=payload_type,
-                at=at,
-                require_signers=require_signers,
-            )
+            return attempt()
         except UntrustedSigner:
             if self.refresh(if_older_than=self._max_age) is held:
                 raise  # nothing newer to be had: the signer is unknown indeed
-        return verify(
-            envelope,
-            self.trust(),
-            payload_type=payload_type,
-            at=at,
-            require_signers=require_signers,
-        )
+        return attempt()
 
     def _refresh_in_background(self) -> None:
         with self._background_lock:
