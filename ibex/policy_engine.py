@@ -97,9 +97,11 @@ def build_input(
     officer's confirmation its own member, so the policy reads two booleans instead of an
     optional object. ``now`` is the broker's clock (seconds since the epoch).
 
-    The officer who asks is not in it: who asks is personal data that no rule reads (an OPA
-    sidecar would write it to its decision log), and leaving it out lets every officer's
-    identical question share one cached decision. The audit log still records the officer."""
+    The officer who asks is not in it, nor the case reference (only whether one is cited):
+    who asks is personal data and the case reference names an investigation, no rule reads
+    either (an OPA sidecar would write both to its decision log), and leaving them out lets the
+    same question from any officer about any case share one cached decision. The audit log
+    still records both."""
     q = query.to_json() if isinstance(query, Query) else dict(query)
     follow = q.get("follow_up")
     if isinstance(follow, FollowUp):
@@ -116,9 +118,13 @@ def build_input(
             "mode",
         )
     }
-    for optional in ("case_reference", "seriousness"):
-        if q.get(optional) is not None:
-            policy_query[optional] = q[optional]
+    # Whether the query cites a case, not which one: the policy needs no more (the query schema
+    # has already checked its form), the audit log records which, and the same question about
+    # any case is then one cached decision.
+    case = q.get("case_reference")
+    policy_query["case_reference_cited"] = isinstance(case, str) and case != ""
+    if q.get("seriousness") is not None:
+        policy_query["seriousness"] = q["seriousness"]
     policy_query["criteria_fields"] = _as_list(q.get("criteria_fields"))
     policy_query["requested_fields"] = _as_list(q.get("requested_fields"))
     # A follow-up that is not an object is malformed, not "no follow-up": it reaches the policy

@@ -8,7 +8,7 @@ import data.ibex_test.helpers.rules
 investigation := {
 	"purpose": "criminal_investigation",
 	"legal_basis": "ca_privacy_act_s8_2_f",
-	"case_reference": "CBP-OFO-2026-118",
+	"case_reference_cited": true,
 	"seriousness": "serious",
 }
 
@@ -35,14 +35,23 @@ test_taxonomy_default_criteria_apply_when_the_agreement_lists_none if {
 }
 
 test_case_reference_missing if {
-	d := decide(input_for("US-CBP", "CA-RCMP", object.remove(investigation, ["case_reference"])))
+	d := decide(input_for("US-CBP", "CA-RCMP", object.union(investigation, {"case_reference_cited": false})))
 	d.allow == false
 	rules(d) == {"case_reference.missing"}
 	d.reasons[0].clause == "CA-RCMP--US-CBP--investigations-2026: requires_case_reference"
 }
 
-test_empty_case_reference_is_missing if {
-	d := decide(input_for("US-CBP", "CA-RCMP", object.union(investigation, {"case_reference": ""})))
+# The policy sees whether a case is cited, never which one (build_input): the reference itself
+# where the flag belongs is a malformed input, refused, not read as "cited".
+test_a_case_reference_instead_of_the_flag_is_malformed if {
+	d := decide(input_for("US-CBP", "CA-RCMP", object.union(investigation, {"case_reference_cited": "CBP-OFO-2026-118"})))
+	d.allow == false
+	d.reasons[0].rule == "input.invalid"
+	"case_reference.missing" in rules(d)
+}
+
+test_a_case_reference_alongside_the_flag_is_not_read if {
+	d := decide(input_for("US-CBP", "CA-RCMP", object.union(investigation, {"case_reference_cited": false, "case_reference": "CBP-OFO-2026-118"})))
 	rules(d) == {"case_reference.missing"}
 }
 

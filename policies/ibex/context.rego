@@ -26,7 +26,7 @@ values := v if {
 		"today": substring(input.now, 0, 10),
 		"follow_up": q.follow_up == true,
 		"confirmed": q.officer_confirmed == true,
-		"has_case_reference": [true | is_string(q.case_reference); q.case_reference != ""] != [],
+		"has_case_reference": q.case_reference_cited == true,
 		"seriousness": seriousness,
 		"stated": object.get({"none": 0, "minor": 1, "serious": 2, "very_serious": 3}, seriousness, -1),
 		"requested": {f: substring(f, 0, indexof(f, ".")) | some f in q.requested_fields},
@@ -61,7 +61,7 @@ _partial["follow_up"] := input.query.follow_up == true
 
 _partial["confirmed"] := input.query.officer_confirmed == true
 
-_partial["has_case_reference"] := [true | is_string(input.query.case_reference); input.query.case_reference != ""] != []
+_partial["has_case_reference"] := input.query.case_reference_cited == true
 
 # The seriousness the query states; absent counts as none, an unknown word as below none.
 _partial["seriousness"] := object.get(input.query, "seriousness", "none") if is_object(input.query)

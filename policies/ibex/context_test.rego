@@ -6,7 +6,7 @@ import data.ibex.context
 import data.ibex_test.helpers.input_for
 
 test_the_fast_object_equals_the_facts_one_by_one if {
-	inp := input_for("US-CBP", "CA-RCMP", {"follow_up": true, "officer_confirmed": true, "seriousness": "serious", "case_reference": "C-1", "jurisdiction": "US-WA"})
+	inp := input_for("US-CBP", "CA-RCMP", {"follow_up": true, "officer_confirmed": true, "seriousness": "serious", "case_reference_cited": true, "jurisdiction": "US-WA"})
 	fast := context.values with input as inp
 	slow := context._partial with input as inp
 	fast == slow

@@ -12,7 +12,6 @@ members := {
 }
 
 base_query := {
-	"officer": "officer-4711",
 	"purpose": "border_screening",
 	"legal_basis": "ca_customs_act_s107",
 	"jurisdiction": "US",
@@ -23,6 +22,7 @@ base_query := {
 	"requested_fields": ["aliases", "date_of_birth", "name"],
 	"follow_up": false,
 	"officer_confirmed": false,
+	"case_reference_cited": false,
 }
 
 # The input for requester asking target, with `changes` merged into the query.

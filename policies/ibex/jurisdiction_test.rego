@@ -27,7 +27,7 @@ test_country_covers_its_subdivision if {
 		"subject_type": "vessel",
 		"criteria_fields": ["imo"],
 		"requested_fields": ["flag", "imo", "name"],
-		"case_reference": "RCMP-2026-0412",
+		"case_reference_cited": true,
 		"seriousness": "minor",
 	}))
 	d.allow == true
@@ -43,7 +43,7 @@ test_subdivision_does_not_cover_its_country if {
 		"subject_type": "vessel",
 		"criteria_fields": ["mmsi"],
 		"requested_fields": ["imo"],
-		"case_reference": "USCG-D13-77",
+		"case_reference_cited": true,
 	}))
 	d.allow == false
 	rules(d) == {"jurisdiction.outside"}
@@ -58,7 +58,7 @@ test_listed_subdivision_allows if {
 		"subject_type": "vessel",
 		"criteria_fields": ["mmsi"],
 		"requested_fields": ["imo"],
-		"case_reference": "USCG-D13-77",
+		"case_reference_cited": true,
 	}))
 	d.allow == true
 }

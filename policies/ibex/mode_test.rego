@@ -8,7 +8,7 @@ import data.ibex_test.helpers.rules
 investigation := {
 	"purpose": "criminal_investigation",
 	"legal_basis": "ca_privacy_act_s8_2_f",
-	"case_reference": "CBP-OFO-2026-118",
+	"case_reference_cited": true,
 	"seriousness": "serious",
 	"requested_fields": ["aliases", "date_of_birth", "name"],
 }
@@ -40,7 +40,7 @@ test_hit_no_hit_only_agreement_says_so if {
 		"legal_basis": "ca_irpa_s8",
 		"jurisdiction": "MX",
 		"subject_type": "travel_document",
-		"case_reference": "INM-CDMX-2026-5531",
+		"case_reference_cited": true,
 		"criteria_fields": ["document_number", "issuing_country"],
 		"requested_fields": ["status"],
 	}))
@@ -76,7 +76,7 @@ test_unconfirmed_follow_up_is_denied if {
 }
 
 test_follow_up_without_case_reference_is_denied if {
-	d := decide(input_for("US-CBP", "CA-RCMP", object.remove(follow_up, ["case_reference"])))
+	d := decide(input_for("US-CBP", "CA-RCMP", object.union(follow_up, {"case_reference_cited": false})))
 	d.allow == false
 	rules(d) == {"case_reference.missing"}
 	count(d.reasons) == 1
@@ -94,7 +94,7 @@ test_follow_up_not_allowed if {
 		"legal_basis": "ca_irpa_s8",
 		"jurisdiction": "MX",
 		"subject_type": "travel_document",
-		"case_reference": "INM-CDMX-2026-5531",
+		"case_reference_cited": true,
 		"criteria_fields": ["reference"],
 		"requested_fields": ["status"],
 		"follow_up": true,
@@ -109,7 +109,7 @@ test_follow_up_needing_only_confirmation if {
 		"purpose": "migration_management",
 		"legal_basis": "mx_ley_migracion",
 		"jurisdiction": "CA",
-		"case_reference": "CBSA-IMM-2026-88",
+		"case_reference_cited": true,
 		"criteria_fields": ["reference"],
 		"requested_fields": ["nationalities"],
 		"follow_up": true,

@@ -67,6 +67,7 @@ _fine(c) if {
 	is_array(input.query.requested_fields)
 	is_boolean(input.query.follow_up)
 	is_boolean(input.query.officer_confirmed)
+	is_boolean(input.query.case_reference_cited)
 	is_array(input.requester.jurisdictions)
 
 	# An agreement between the two: they are known members and not the same one.
@@ -121,6 +122,7 @@ _well_formed if {
 	is_array(input.query.requested_fields)
 	is_boolean(input.query.follow_up)
 	is_boolean(input.query.officer_confirmed)
+	is_boolean(input.query.case_reference_cited)
 	is_array(input.requester.jurisdictions)
 }
 

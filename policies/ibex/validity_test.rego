@@ -32,7 +32,7 @@ test_agreement_not_yet_valid if {
 		"purpose": "counter_terrorism",
 		"legal_basis": "us_8_usc_1105",
 		"jurisdiction": "CA",
-		"case_reference": "RCMP-NS-2026-01",
+		"case_reference_cited": true,
 		"seriousness": "very_serious",
 		"mode": "hit_no_hit",
 		"requested_fields": [],

@@ -301,6 +301,24 @@ def test_the_officer_is_not_policy_input() -> None:
     assert cached.cache_hits == 1
 
 
+def test_the_case_reference_is_not_policy_input_only_whether_one_is_cited() -> None:
+    """The case reference names an investigation, and no rule needs more than whether one is
+    cited: the reference never reaches the engine, the flag decides, and the same question about
+    two cases is one decision."""
+    cached = RegorusEngine(PolicyBundle.load(ROOT / "policies"))
+    provider, requester = member("CA-RCMP"), member("US-CBP")
+    first = build_input(investigation(case_reference="CBP-OFO-2026-118"), provider, requester, NOW)
+    second = build_input(investigation(case_reference="CBP-OFO-2026-907"), provider, requester, NOW)
+    none = build_input(investigation(case_reference=None), provider, requester, NOW)
+    assert "case_reference" not in first["query"] and "CBP-OFO" not in json.dumps(first)
+    assert first["query"]["case_reference_cited"] is True
+    assert none["query"]["case_reference_cited"] is False
+    allowed = cached.decide(first)
+    assert allowed.allow and cached.decide(second) == allowed
+    assert cached.cache_hits == 1
+    assert rules(cached.decide(none)) == ["case_reference.missing"]
+
+
 def test_one_engine_per_thread(engine: RegorusEngine) -> None:
     inputs = [build_input(query(), member("CA-CBSA"), member("US-CBP"), NOW)] * 20
     results: list[list[Decision]] = []
