@@ -17,7 +17,7 @@ shape the policy promises is a *deny* with a reason (``engine.error``, ``engine.
 
 from __future__ import annotations
 
-import json
+import marshal
 import re
 import threading
 import time
@@ -358,20 +358,27 @@ class _EngineBase:
         # time only to the day, so identical inputs on the same day may share a decision. The
         # cache is off when a module reads the time of day (PolicyBundle.reads_time_of_day).
         self._cache_size = 0 if bundle.reads_time_of_day else max(cache_size, 0)
-        self._cache: OrderedDict[str, Decision] = OrderedDict()
+        self._cache: OrderedDict[bytes, Decision] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.cache_hits = 0
 
     def _evaluate(self, decision_input: Mapping[str, Any]) -> object:
         raise NotImplementedError
 
-    def _cache_key(self, decision_input: Mapping[str, Any]) -> str | None:
+    def _cache_key(self, decision_input: Mapping[str, Any]) -> bytes | None:
+        """The input, to the day, as bytes; None (no caching) for anything it cannot encode.
+
+        marshal, in format 2 (no back-references, so no dependence on object identity), is a
+        faithful encoding: ``loads(dumps(x)) == x`` type for type, so two inputs with one key
+        are the same input (True and 1, or "1" and 1, give different keys). Two equal inputs
+        built in a different key order give different keys: a miss, never a wrong hit. It costs
+        about a quarter of ``json.dumps(..., sort_keys=True)``, which was most of a cache hit."""
         now = decision_input.get("now")
         if not self._cache_size or not isinstance(now, str) or not _NOW_RE.fullmatch(now):
             return None
         try:
-            return json.dumps({**decision_input, "now": now[:10]}, sort_keys=True)
-        except (TypeError, ValueError):
+            return marshal.dumps({**decision_input, "now": now[:10]}, 2)
+        except ValueError:  # a type marshal does not encode (a subclass, an object)
             return None
 
     def decide(self, decision_input: Mapping[str, Any]) -> Decision:

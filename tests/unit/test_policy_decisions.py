@@ -290,6 +290,44 @@ def test_cache_returns_the_same_decision_on_the_same_day() -> None:
     assert cached.cache_hits == 1
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (True, 1),
+        (1, 1.0),
+        ("1", 1),
+        (None, "None"),
+        (False, None),
+        ([1], [[1]]),
+        (["a", "b"], ["a,b"]),
+        ({"a": "b"}, {"a": "b "}),
+        ({"a": ["b"]}, {"a": "b"}),
+        ("é", "e\u0301"),
+    ],
+)
+def test_the_cache_key_tells_apart_inputs_that_differ_only_in_type_or_form(a: Any, b: Any) -> None:
+    """Equal keys must mean equal inputs, type for type: a key that confused True with 1 would
+    hand one input the decision made for another."""
+    cached = RegorusEngine(PolicyBundle.load(ROOT / "policies"))
+    inp = build_input(query(), member("CA-CBSA"), member("US-CBP"), NOW)
+    first = {**inp, "query": {**inp["query"], "follow_up": a}}
+    second = {**inp, "query": {**inp["query"], "follow_up": b}}
+    assert cached._cache_key(first) != cached._cache_key(second)
+    assert cached._cache_key(first) == cached._cache_key(json.loads(json.dumps(first)))
+
+
+def test_an_input_the_cache_key_cannot_encode_is_decided_not_cached() -> None:
+    class Label(str):
+        pass
+
+    cached = RegorusEngine(PolicyBundle.load(ROOT / "policies"))
+    inp = build_input(query(), member("CA-CBSA"), member("US-CBP"), NOW)
+    odd = {**inp, "target": Label("CA-CBSA")}
+    assert cached._cache_key(odd) is None
+    assert cached.decide(odd).allow and cached.decide(odd).allow
+    assert cached.cache_hits == 0
+
+
 def test_the_officer_is_not_policy_input() -> None:
     """Who asks is personal data no rule reads: it never reaches the engine (nor an OPA
     sidecar's decision log), and the same question from two officers is one decision."""
