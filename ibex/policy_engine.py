@@ -372,7 +372,7 @@ class _EngineBase:
         faithful encoding: ``loads(dumps(x)) == x`` type for type, so two inputs with one key
         are the same input (True and 1, or "1" and 1, give different keys). Two equal inputs
         built in a different key order give different keys: a miss, never a wrong hit. It costs
-        about a quarter of ``json.dumps(..., sort_keys=True)``, which was most of a cache hit."""
+        about a third of ``json.dumps(..., sort_keys=True)``, which was most of a cache hit."""
         now = decision_input.get("now")
         if not self._cache_size or not isinstance(now, str) or not _NOW_RE.fullmatch(now):
             return None
