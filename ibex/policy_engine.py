@@ -120,9 +120,12 @@ def build_input(
     }
     # Whether the query cites a case, not which one: the policy needs no more (the query schema
     # has already checked its form), the audit log records which, and the same question about
-    # any case is then one cached decision.
+    # any case is then one cached decision. A reference that is not text is malformed, not "no
+    # case": like a malformed follow-up, it reaches the policy as a non-boolean (input.invalid).
     case = q.get("case_reference")
-    policy_query["case_reference_cited"] = isinstance(case, str) and case != ""
+    policy_query["case_reference_cited"] = (
+        case != "" if isinstance(case, str) else "malformed" if case is not None else False
+    )
     if q.get("seriousness") is not None:
         policy_query["seriousness"] = q["seriousness"]
     policy_query["criteria_fields"] = _as_list(q.get("criteria_fields"))

@@ -122,6 +122,10 @@ _MALFORMED_QUERY: dict[str, st.SearchStrategy[Any]] = {
     | st.lists(st.integers() | st.none() | st.lists(st.text(max_size=4)), min_size=1),
     "requested_fields": _NOT_LIST | st.lists(st.integers() | st.none() | st.booleans(), min_size=1),
     "follow_up": st.booleans() | st.integers() | st.text(max_size=8) | st.lists(st.none()),
+    "case_reference": st.booleans()
+    | st.integers()
+    | st.lists(st.text(max_size=8), max_size=2)
+    | st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
     "seriousness": st.integers()
     | st.booleans()
     | st.text(max_size=12).filter(lambda s: s not in ("none", "minor", "serious", "very_serious")),
