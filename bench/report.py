@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -56,6 +56,7 @@ class Result:
     seconds: float
     status: int
     output: str
+    loop_ms: float = 0.0  # the reference loop, just before this benchmark ran (speed_probe)
 
 
 def _num(text: str) -> float:
@@ -67,6 +68,22 @@ def _find(pattern: str, text: str, flags: int = re.MULTILINE) -> re.Match[str] |
 
 
 # --- the machine ------------------------------------------------------------------------------
+
+
+def speed_probe() -> float:
+    """Milliseconds a fixed pure-Python loop takes, best of 5: how fast the machine is right now.
+
+    This machine's speed drifts, by up to half between minutes, with the same code: the report
+    prints the probe before each benchmark so that a reader can tell a slow stretch of the
+    machine from slower code. Compare two reports' figures only where their probes agree."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 def machine() -> list[tuple[str, str]]:
@@ -369,7 +386,9 @@ def run_one(name: str, argv: list[str]) -> Result:
     return Result(name, argv, seconds, proc.returncode, output.rstrip("\n"))
 
 
-def render(results: dict[str, Result], quick: bool, started: dt.datetime, total: float) -> str:
+def render(
+    results: dict[str, Result], quick: bool, started: dt.datetime, total: float, after: float
+) -> str:
     lines = [
         "# IBEX benchmarks",
         "",
@@ -383,6 +402,11 @@ def render(results: dict[str, Result], quick: bool, started: dt.datetime, total:
         lines.append("- **quick run** (`--quick`): every benchmark scaled down; figures indicative")
     lines += ["", "## Machine", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in machine()]
+    probes = ", ".join(f"{r.name} {r.loop_ms:.0f}" for r in results.values())
+    lines.append(
+        f"| speed probe (a fixed Python loop, ms, just before each benchmark; lower is faster;"
+        f" {after:.0f} after the last) | {probes} |"
+    )
     lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     for name, rows_of in ROWS.items():
         result = results.get(name)
@@ -400,7 +424,7 @@ def render(results: dict[str, Result], quick: bool, started: dt.datetime, total:
         lines += [
             f"### {TITLES.get(name, name)}",
             "",
-            f"`{cmd}` ({result.seconds:.0f} s{status})",
+            f"`{cmd}` ({result.seconds:.0f} s{status}; speed probe {result.loop_ms:.0f} ms)",
             "",
             "```text",
             result.output,
@@ -424,9 +448,12 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         full, quick = RUNS.get(name, ([], []))
-        results[name] = run_one(name, quick if args.quick else full)
+        loop_ms = speed_probe()
+        results[name] = replace(run_one(name, quick if args.quick else full), loop_ms=loop_ms)
     total = time.perf_counter() - t0
-    args.out.write_text(render(results, args.quick, started, total) + "\n", encoding="utf-8")
+    after = speed_probe()
+    text = render(results, args.quick, started, total, after)
+    args.out.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({total / 60:.1f} min)")
     return 0 if all(r.status == 0 for r in results.values()) else 1
 
