@@ -258,35 +258,66 @@ class Bench:
                     slot[kind == "count"] += sample.value
         return {stage: (v[0], v[1]) for stage, v in totals.items()}
 
-    def run(self, fn: object, concurrency: int, count: int) -> tuple[list[float], float, int]:
-        latencies: list[float] = []
-        errors = [0]
-        lat_lock = threading.Lock()
-        remaining = [count]
 
-        def worker() -> None:
-            while True:
-                with lat_lock:
-                    if remaining[0] <= 0:
-                        return
-                    remaining[0] -= 1
-                t = time.perf_counter()
-                try:
-                    fn()  # type: ignore[operator]
-                except Exception:
-                    with lat_lock:
-                        errors[0] += 1
-                    continue
-                with lat_lock:
-                    latencies.append((time.perf_counter() - t) * 1000)
+Run = tuple[list[float], float, int]  # latencies (ms), calls/s, errors
 
-        start = time.perf_counter()
-        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return latencies, len(latencies) / (time.perf_counter() - start), errors[0]
+
+def level_line(conc: int, broker: Run, direct: Run) -> str:
+    """One concurrency level: p50, p99 and q/s of both paths, and the p50 ratio."""
+    (b_lat, b_qps, b_err), (d_lat, d_qps, d_err) = broker, direct
+    bp50, dp50 = statistics.median(b_lat), statistics.median(d_lat)
+    return (
+        f"{conc:>4} | {bp50:>8.2f}ms {percentile(b_lat, 0.99):>6.1f}ms {b_qps:>7.0f} | "
+        f"{dp50:>8.2f}ms {percentile(d_lat, 0.99):>6.1f}ms {d_qps:>7.0f} | "
+        f"{bp50 / dp50:>8.2f}x"
+        + (f"  errors: broker {b_err}, direct {d_err}" if b_err or d_err else "")
+    )
+
+
+def cpu_line(conc: int, b_cpu: dict[str, float], d_cpu: dict[str, float]) -> str:
+    """CPU per query by process on both paths, and the q/s it allows on this machine's cores."""
+    cores = os.cpu_count() or 1
+    b_all, d_all = sum(b_cpu.values()), sum(d_cpu.values())
+    return (
+        f"{conc:>4} | broker path: agency {b_cpu['client']:.2f}"
+        f"  broker {b_cpu['broker']:.2f}  providers {b_cpu['providers']:.2f}"
+        f"  = {b_all:.2f} ms -> at most {cores * 1000 / b_all:.0f} q/s"
+        f" | direct: agency {d_cpu['client']:.2f}"
+        f"  providers {d_cpu['providers']:.2f}  = {d_all:.2f} ms"
+        f" -> at most {cores * 1000 / d_all:.0f} q/s"
+    )
+
+
+def run(fn: object, concurrency: int, count: int) -> Run:
+    """``count`` calls of ``fn`` from ``concurrency`` threads: latencies (ms), calls/s, errors."""
+    latencies: list[float] = []
+    errors = [0]
+    lat_lock = threading.Lock()
+    remaining = [count]
+
+    def worker() -> None:
+        while True:
+            with lat_lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            t = time.perf_counter()
+            try:
+                fn()  # type: ignore[operator]
+            except Exception:
+                with lat_lock:
+                    errors[0] += 1
+                continue
+            with lat_lock:
+                latencies.append((time.perf_counter() - t) * 1000)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, len(latencies) / (time.perf_counter() - start), errors[0]
 
 
 def main() -> int:
@@ -328,7 +359,7 @@ def main() -> int:
         fed.start(list(PARTNERS), workers=1)
         bench = Bench(fed)
         for fn in (bench.via_broker, bench.direct):  # warm up connections and engines
-            bench.run(fn, 4, 20)
+            run(fn, 4, 20)
         print(
             f"{len(PARTNERS)} partners, {args.records} persons each, {args.queries} queries a run"
         )
@@ -341,7 +372,7 @@ def main() -> int:
         for conc in args.levels:
             before = bench.stage_totals()
             cpu0 = cpu_snapshot(fed)
-            b_lat, b_qps, b_err = bench.run(bench.via_broker, conc, args.queries)
+            b_lat, b_qps, b_err = run(bench.via_broker, conc, args.queries)
             cpu1 = cpu_snapshot(fed)
             after = bench.stage_totals()
             spent = {
@@ -349,28 +380,13 @@ def main() -> int:
                 for stage, (total, _) in sorted(after.items())
             }
             stages.append(f"{conc:>4} | " + "  ".join(f"{k} {v:.2f}" for k, v in spent.items()))
-            d_lat, d_qps, d_err = bench.run(bench.direct, conc, args.queries)
+            d_lat, d_qps, d_err = run(bench.direct, conc, args.queries)
             cpu2 = cpu_snapshot(fed)
             b_cpu = cpu_per_query(cpu0, cpu1, len(b_lat))
             d_cpu = cpu_per_query(cpu1, cpu2, len(d_lat))
             if b_cpu and d_cpu:
-                cores = os.cpu_count() or 1
-                b_all, d_all = sum(b_cpu.values()), sum(d_cpu.values())
-                cpu_lines.append(
-                    f"{conc:>4} | broker path: agency {b_cpu['client']:.2f}"
-                    f"  broker {b_cpu['broker']:.2f}  providers {b_cpu['providers']:.2f}"
-                    f"  = {b_all:.2f} ms -> at most {cores * 1000 / b_all:.0f} q/s"
-                    f" | direct: agency {d_cpu['client']:.2f}"
-                    f"  providers {d_cpu['providers']:.2f}  = {d_all:.2f} ms"
-                    f" -> at most {cores * 1000 / d_all:.0f} q/s"
-                )
-            bp50, dp50 = statistics.median(b_lat), statistics.median(d_lat)
-            print(
-                f"{conc:>4} | {bp50:>8.2f}ms {percentile(b_lat, 0.99):>6.1f}ms {b_qps:>7.0f} | "
-                f"{dp50:>8.2f}ms {percentile(d_lat, 0.99):>6.1f}ms {d_qps:>7.0f} | "
-                f"{bp50 / dp50:>8.2f}x"
-                + (f"  errors: broker {b_err}, direct {d_err}" if b_err or d_err else "")
-            )
+                cpu_lines.append(cpu_line(conc, b_cpu, d_cpu))
+            print(level_line(conc, (b_lat, b_qps, b_err), (d_lat, d_qps, d_err)))
         print(f"fanned-out sub-queries/s at the best broker level: x{len(PARTNERS)} the q/s above")
         print("where the broker's time goes (ms per query, mean, from its own /metrics; audit is")
         print("two group commits, route is the fan-out round trip to the partners):")

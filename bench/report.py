@@ -39,6 +39,7 @@ RUNS: dict[str, tuple[list[str], list[str]]] = {
     "bench_matching.py": (["--sizes", *MATCHING_SIZES], ["--sizes", "5000", "--queries", "50"]),
     "bench_policy.py": ([], ["--quick"]),
     "bench_broker.py": ([], ["--records", "500", "--queries", "60"]),
+    "bench_floor.py": ([], ["--queries", "60"]),
 }
 TITLES = {
     "bench_audit.py": "Audit log: durable appends, append latency, proofs",
@@ -46,6 +47,7 @@ TITLES = {
     "bench_matching.py": "Matching: exact and fuzzy lookups",
     "bench_policy.py": "Policy decisions: regorus and regopy",
     "bench_broker.py": "Broker vs direct: the same queries through the broker and straight",
+    "bench_floor.py": "The floor: bench_broker's processes and HTTP stack with empty handlers",
 }
 
 
@@ -277,6 +279,30 @@ def broker_rows(out: str) -> list[Row]:
     return rows
 
 
+_FLOOR_BEST = r"^floor: at best (\d+) fanned-out queries/s"
+
+
+def floor_rows(out: str) -> list[Row]:
+    best = _find(_FLOOR_BEST, out)
+    cpu = [float(x) for x in re.findall(r"broker path: .*?= ([\d.]+) ms", out)]
+    measured = "—"
+    if best:
+        measured = (
+            f"an empty broker and empty providers on IBEX's stack (gunicorn, Flask, the broker's "
+            f"fan-out, the same message sizes) answer at best {int(best.group(1))} queries/s"
+        )
+        if cpu:
+            measured += f"; {min(cpu):.2f} ms of CPU per query with no work done"
+    verdict = (
+        "the stack alone stays under 300 on this machine"
+        if best and int(best.group(1)) < 300
+        else "the stack alone could reach 300"
+        if best
+        else _verdict(None)
+    )
+    return [Row("(the floor under ≥ 300 fanned-out queries/s)", measured, verdict)]
+
+
 def policy_rows(out: str) -> list[Row]:
     section = out.split("== 1,000 synthetic agreements", 1)
     if len(section) < 2:
@@ -310,6 +336,7 @@ ROWS: dict[str, Callable[[str], list[Row]]] = {
     "bench_import.py": import_rows,
     "bench_matching.py": matching_rows,
     "bench_broker.py": broker_rows,
+    "bench_floor.py": floor_rows,
     "bench_policy.py": policy_rows,
 }
 
@@ -353,6 +380,19 @@ def ratios(results: dict[str, Result]) -> list[tuple[str, str, str]]:
                         f"{m.group(7)}x the latency ({m.group(1)} vs {m.group(4)} ms){note}",
                     )
                 )
+    floor = results.get("bench_floor.py")
+    if broker and floor:
+        levels = [_find(_BROKER_ROW.format(conc=c), broker.output) for c in (1, 8, 32)]
+        ibex = max((int(m.group(3)) for m in levels if m), default=0)
+        empty = _find(_FLOOR_BEST, floor.output)
+        if ibex and empty:
+            out.append(
+                (
+                    "fanned-out queries/s, best level",
+                    "IBEX through the broker vs the same stack with empty handlers",
+                    f"{ibex / int(empty.group(1)):.2f}x ({ibex} vs {empty.group(1)})",
+                )
+            )
     policy = results.get("bench_policy.py")
     if policy:
         for label in ("shipped agreements", "1,000 synthetic agreements"):
