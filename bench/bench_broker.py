@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -259,7 +260,7 @@ class Bench:
         return {stage: (v[0], v[1]) for stage, v in totals.items()}
 
 
-Run = tuple[list[float], float, int]  # latencies (ms), calls/s, errors
+Run = tuple[list[float], float, list[str]]  # latencies (ms), calls/s, what each error was
 
 
 def level_line(conc: int, broker: Run, direct: Run) -> str:
@@ -270,8 +271,18 @@ def level_line(conc: int, broker: Run, direct: Run) -> str:
         f"{conc:>4} | {bp50:>8.2f}ms {percentile(b_lat, 0.99):>6.1f}ms {b_qps:>7.0f} | "
         f"{dp50:>8.2f}ms {percentile(d_lat, 0.99):>6.1f}ms {d_qps:>7.0f} | "
         f"{bp50 / dp50:>8.2f}x"
-        + (f"  errors: broker {b_err}, direct {d_err}" if b_err or d_err else "")
+        + (
+            f"  errors: broker {len(b_err)}{_kinds(b_err)}, direct {len(d_err)}{_kinds(d_err)}"
+            if b_err or d_err
+            else ""
+        )
     )
+
+
+def _kinds(errors: list[str]) -> str:
+    """The kinds of error, counted: " (ReadTimeout x2)"; nothing for none."""
+    counts = Counter(errors)
+    return " (" + ", ".join(f"{k} x{n}" for k, n in sorted(counts.items())) + ")" if errors else ""
 
 
 def cpu_line(conc: int, b_cpu: dict[str, float], d_cpu: dict[str, float]) -> str:
@@ -289,9 +300,10 @@ def cpu_line(conc: int, b_cpu: dict[str, float], d_cpu: dict[str, float]) -> str
 
 
 def run(fn: object, concurrency: int, count: int) -> Run:
-    """``count`` calls of ``fn`` from ``concurrency`` threads: latencies (ms), calls/s, errors."""
+    """``count`` calls of ``fn`` from ``concurrency`` threads: latencies (ms), calls/s, and the
+    type of each call's exception (a call that raised is counted here, not in the latencies)."""
     latencies: list[float] = []
-    errors = [0]
+    errors: list[str] = []
     lat_lock = threading.Lock()
     remaining = [count]
 
@@ -304,9 +316,9 @@ def run(fn: object, concurrency: int, count: int) -> Run:
             t = time.perf_counter()
             try:
                 fn()  # type: ignore[operator]
-            except Exception:
+            except Exception as exc:
                 with lat_lock:
-                    errors[0] += 1
+                    errors.append(type(exc).__name__)
                 continue
             with lat_lock:
                 latencies.append((time.perf_counter() - t) * 1000)
@@ -317,7 +329,7 @@ def run(fn: object, concurrency: int, count: int) -> Run:
         t.start()
     for t in threads:
         t.join()
-    return latencies, len(latencies) / (time.perf_counter() - start), errors[0]
+    return latencies, len(latencies) / (time.perf_counter() - start), errors
 
 
 def main() -> int:
