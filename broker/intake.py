@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from nacl.signing import SigningKey
 
 from broker.answers import check_answer
-from broker.members import MemberRegistry
+from broker.members import FederationView, MemberRegistry
 from broker.routing import Outcome, Router, Send
 from ibex.auditentry import new_entry
 from ibex.auditlog import AuditLog
@@ -152,13 +152,17 @@ class Intake:
     def handle(self, body: bytes) -> BrokerResponse:
         trace = Trace()
         try:
-            query, envelope, sealed = self._admit(body, trace)
+            # One version of the federation for the whole query: its members and keys are
+            # what admits, decides, routes and verifies it, and its audit entries name it.
+            fed = self.members.view()
+            trace.fields["federation_version"] = fed.version
+            query, envelope, sealed = self._admit(body, trace, fed)
         except AuditError:
             raise
         except IbexError as exc:
             self._audit_refusal(exc, trace)
             raise
-        return self._answer(query, envelope, sealed, trace)
+        return self._answer(query, envelope, sealed, trace, fed)
 
     def _entry(self, kind: str, **fields: Any) -> dict[str, Any]:
         return new_entry(kind, retention_days=self.config.audit_retention_days, **fields)
@@ -173,7 +177,9 @@ class Intake:
 
     # --- 1-3: admission --------------------------------------------------------------------
 
-    def _admit(self, body: bytes, trace: Trace) -> tuple[Query, Envelope, dict[str, bytes]]:
+    def _admit(
+        self, body: bytes, trace: Trace, fed: FederationView
+    ) -> tuple[Query, Envelope, dict[str, bytes]]:
         t0 = time.perf_counter()
         req = IntakeRequest.parse(body, max_bytes=self.config.max_body_bytes)
         claimed = unverified_claims(req.query.payload)
@@ -181,12 +187,12 @@ class Intake:
         if isinstance(requester, str):
             if MEMBER_ID_RE.fullmatch(requester):
                 trace.fields["requester"] = requester  # a claim, audited as such on refusal
-            self.members.active(requester)
+            fed.active(requester)
         issued_claim = claimed.get("issued_at")
         at = parse_ts(issued_claim) if _ts_like(issued_claim) else now()
         verified = verify(
             req.query,
-            self.members.trust(),
+            fed.trust,
             payload_type=Query.PAYLOAD_TYPE,
             at=at,
             require_signers=[requester] if isinstance(requester, str) else [],
@@ -208,7 +214,7 @@ class Intake:
             raise BadInput("sealed_criteria must hold exactly one entry for each target")
         sealed: dict[str, bytes] = {}
         for member in targets:
-            self.members.get(member)  # an unknown target refuses the whole query
+            fed.get(member)  # an unknown target refuses the whole query
             blob = decode_sealed(req.sealed_criteria[member])
             check_sealed_digest(query, member, blob)
             sealed[member] = blob
@@ -218,15 +224,20 @@ class Intake:
     # --- 4-8: decide, audit, route, verify, answer -----------------------------------------
 
     def _answer(
-        self, query: Query, envelope: Envelope, sealed: dict[str, bytes], trace: Trace
+        self,
+        query: Query,
+        envelope: Envelope,
+        sealed: dict[str, bytes],
+        trace: Trace,
+        fed: FederationView,
     ) -> BrokerResponse:
         t0 = time.perf_counter()
-        requester = self.members.get(query.requester)
+        requester = fed.get(query.requester)
         at = now()
         decisions: dict[str, Decision] = {}
         unsupported: set[str] = set()
         for ref in query.targets:
-            target = self.members.get(ref.member)
+            target = fed.get(ref.member)
             versions = target.schemas.get(query.subject_type, ())
             if query.schema_version not in versions:
                 unsupported.add(ref.member)
@@ -249,7 +260,7 @@ class Intake:
         t2 = time.perf_counter()
         self._observe("audit", t2 - t1)
 
-        routed = self._route(query, envelope, sealed, decisions)
+        routed = self._route(query, envelope, sealed, decisions, fed)
         t3 = time.perf_counter()
         self._observe("route", t3 - t2)
 
@@ -265,9 +276,7 @@ class Intake:
                 results.append(TargetResult(member, "denied", decision=d))
                 continue
             routed_query, outcome = routed[member]
-            checked = check_answer(
-                query, routed_query, outcome, trust=self.members.trust(), key=self._key
-            )
+            checked = check_answer(query, routed_query, outcome, trust=fed.trust, key=self._key)
             results.append(checked.result)
             after.append(
                 self._entry(
@@ -312,6 +321,7 @@ class Intake:
         envelope: Envelope,
         sealed: dict[str, bytes],
         decisions: dict[str, Decision],
+        fed: FederationView,
     ) -> dict[str, tuple[RoutedQuery, Outcome]]:
         sends: list[Send] = []
         routed: dict[str, RoutedQuery] = {}
@@ -332,7 +342,7 @@ class Intake:
             )
             env = sign(RoutedQuery.PAYLOAD_TYPE, rq.to_bytes(), self._key)
             body = ProviderRequest(routed=env, sealed_criteria=b64(sealed[ref.member]))
-            endpoint = self.members.get(ref.member).endpoint
+            endpoint = fed.get(ref.member).endpoint
             sends.append(Send(ref.member, endpoint, body.to_bytes()))
             routed[ref.member] = rq
         outcomes = self._router.fan_out(

@@ -61,7 +61,45 @@ CREATE TABLE IF NOT EXISTS federation (
     issued_at TEXT NOT NULL,
     envelope BLOB NOT NULL
 );
+-- Every document ever published, by version: a decision's audit entries name the version it
+-- was made under, and a replay (ibex policy simulate) reads that version's member facts.
+CREATE TABLE IF NOT EXISTS federation_history (
+    version INTEGER PRIMARY KEY,
+    issued_at TEXT NOT NULL,
+    envelope BLOB NOT NULL
+);
 """
+_HISTORY_SQL = (
+    "INSERT OR REPLACE INTO federation_history (version, issued_at, envelope) VALUES (?, ?, ?)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FederationView:
+    """One published version of the federation: the document and the trust built from it.
+
+    The broker takes one view per query and checks, decides, routes and verifies the whole
+    query against it, so that one query never mixes two versions' members or keys, and its
+    audit entries can name the version (``federation_version``)."""
+
+    document: FederationDocument
+    trust: TrustStore
+
+    @property
+    def version(self) -> int:
+        return self.document.version
+
+    def get(self, member_id: str) -> Member:
+        member = self.document.member(member_id)
+        if member is None:
+            raise UnknownMember(f"{member_id} is not a member of this federation")
+        return member
+
+    def active(self, member_id: str) -> Member:
+        member = self.get(member_id)
+        if member.status != "active":
+            raise UnknownMember(f"{member_id} is suspended")
+        return member
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +174,27 @@ class MemberRegistry:
         self._cache_version = -1
         self._doc: FederationDocument | None = None
         self._envelope: Envelope | None = None
-        self._trust: TrustStore | None = None
+        self._view: FederationView | None = None
         self._conn.executescript(SCHEMA_SQL)
         if self._load_row() is None:
             self._publish(version=1)
+        self._keep_current()
 
     # --- reading ---------------------------------------------------------------------------
 
     def _load_row(self) -> tuple[int, bytes] | None:
         row = self._conn.execute("SELECT version, envelope FROM federation WHERE id = 1").fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def _keep_current(self) -> None:
+        """A store from before the history was kept starts it with its current document."""
+        row = self._conn.execute(
+            "SELECT f.version, f.issued_at, f.envelope FROM federation f"
+            " LEFT JOIN federation_history h ON h.version = f.version"
+            " WHERE f.id = 1 AND h.version IS NULL"
+        ).fetchone()
+        if row is not None:
+            self._conn.execute(_HISTORY_SQL, (int(row[0]), row[1], bytes(row[2])))
 
     def _refresh(self) -> None:
         """Reload when another worker process published a newer version. Every request asks,
@@ -163,7 +212,24 @@ class MemberRegistry:
         env = Envelope.parse(data)
         doc = FederationDocument.parse(env.payload)
         self._doc, self._envelope, self._cache_version = doc, env, version
-        self._trust = build_trust(doc)
+        self._view = FederationView(doc, build_trust(doc))
+
+    def view(self) -> FederationView:
+        """The current version, whole: what one query is handled against."""
+        with self._lock:
+            self._refresh()
+            assert self._view is not None
+            return self._view
+
+    def document_at(self, version: int) -> FederationDocument | None:
+        """The document published as ``version``, if this broker published and kept it."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT envelope FROM federation_history WHERE version = ?", (version,)
+            ).fetchone()
+        if row is None:
+            return None
+        return FederationDocument.parse(Envelope.parse(bytes(row[0])).payload)
 
     def document(self) -> FederationDocument:
         with self._lock:
@@ -178,22 +244,13 @@ class MemberRegistry:
             return self._envelope
 
     def trust(self) -> TrustStore:
-        with self._lock:
-            self._refresh()
-            assert self._trust is not None
-            return self._trust
+        return self.view().trust
 
     def get(self, member_id: str) -> Member:
-        member = self.document().member(member_id)
-        if member is None:
-            raise UnknownMember(f"{member_id} is not a member of this federation")
-        return member
+        return self.view().get(member_id)
 
     def active(self, member_id: str) -> Member:
-        member = self.get(member_id)
-        if member.status != "active":
-            raise UnknownMember(f"{member_id} is suspended")
-        return member
+        return self.view().active(member_id)
 
     def list(self) -> Sequence[Member]:
         return self.document().members
@@ -289,6 +346,7 @@ class MemberRegistry:
             " issued_at = excluded.issued_at, envelope = excluded.envelope"
         )
         self._conn.execute(sql, (version, doc.issued_at, env.to_bytes()))
+        self._conn.execute(_HISTORY_SQL, (version, doc.issued_at, env.to_bytes()))
 
     # --- key lifecycle ---------------------------------------------------------------------
 

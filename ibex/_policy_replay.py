@@ -10,7 +10,7 @@ bundle, at the time each was first decided, and compares. Nothing here sees a cr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +27,8 @@ from ibex.timeutil import parse_ts
 
 MemberFacts = Mapping[str, Any]
 Members = FederationDocument | Sequence[Member] | Sequence[MemberFacts] | None
+# The federation document a broker published as a version, if it kept it.
+Documents = Callable[[int], FederationDocument | None]
 MAX_EXAMPLES = 5
 _PAGE = 1000
 # Rules the broker decides before the policy is asked: replaying them says nothing of a policy.
@@ -192,12 +194,22 @@ class DecisionInput:
 
 
 class History(list[DecisionInput]):
-    """Decision inputs read from an audit log, with what could not be replayed."""
+    """Decision inputs read from an audit log, with what could not be replayed, and how many
+    were rebuilt with member facts other than those they were decided under
+    (``current_facts``)."""
 
-    def __init__(self, items: Iterable[DecisionInput] = (), *, purged: int = 0, skipped: int = 0):
+    def __init__(
+        self,
+        items: Iterable[DecisionInput] = (),
+        *,
+        purged: int = 0,
+        skipped: int = 0,
+        current_facts: int = 0,
+    ):
         super().__init__(items)
         self.purged = purged
         self.skipped = skipped
+        self.current_facts = current_facts
 
 
 @dataclass(slots=True)
@@ -250,6 +262,10 @@ class ImpactReport:
     skipped: int
     groups: tuple[ImpactGroup, ...]
     changes: tuple[DecisionChange, ...]
+    # Replayed with the member facts given, not those of the federation version they were
+    # decided under (not recorded, or not kept): against the recorded baseline, a change among
+    # these may be the federation's rather than the policy's.
+    current_facts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -259,6 +275,7 @@ class ImpactReport:
             "changed": self.changed,
             "purged": self.purged,
             "skipped": self.skipped,
+            "current_facts": self.current_facts,
             "groups": [g.to_json() for g in self.groups],
             "changes": [c.to_json() for c in self.changes],
         }
@@ -312,18 +329,29 @@ def simulate(
         skipped=getattr(history, "skipped", 0),
         groups=tuple(g for _, g in sorted(groups.items()) if g.changed),
         changes=tuple(changes),
+        current_facts=getattr(history, "current_facts", 0),
     )
 
 
 def history_from_audit(
-    audit_log: AuditLog, since: float | None = None, members: Members = None
+    audit_log: AuditLog,
+    since: float | None = None,
+    members: Members = None,
+    documents: Documents | None = None,
 ) -> History:
     """Every policy decision recorded in ``audit_log`` (from ``since``, POSIX seconds) as a
     decision input. Purged entries (past retention) and decisions the policy did not make
-    (unsupported schema version) are counted, not replayed."""
+    (unsupported schema version) are counted, not replayed.
+
+    With ``documents`` (a broker's :meth:`~broker.members.MemberRegistry.document_at`), each
+    decision is rebuilt with the member facts of the federation version its intake entry names,
+    so that replaying under the same policy gives the recorded decision even after a member was
+    suspended or moved. Any other decision (no version recorded, or the version not kept) is
+    rebuilt with ``members`` and counted in ``History.current_facts``."""
     intakes: dict[str, Mapping[str, Any]] = {}
     items: list[DecisionInput] = []
-    purged = skipped = 0
+    purged = skipped = current_facts = 0
+    versions: dict[int, FederationDocument | None] = {}
     size = audit_log.size()
     for start in range(0, size, _PAGE):
         for stored in audit_log.entries(start, min(start + _PAGE, size)):
@@ -344,8 +372,21 @@ def history_from_audit(
             if intake is None or _NOT_POLICY & set(decision.get("rule_ids") or ()):
                 skipped += 1
                 continue
-            items.append(_decision_input(intake, entry, at, members))
-    return History(items, purged=purged, skipped=skipped)
+            facts = _facts_of(intake.get("federation_version"), documents, versions)
+            current_facts += facts is None
+            items.append(_decision_input(intake, entry, at, members if facts is None else facts))
+    return History(items, purged=purged, skipped=skipped, current_facts=current_facts)
+
+
+def _facts_of(
+    version: object, documents: Documents | None, seen: dict[int, FederationDocument | None]
+) -> FederationDocument | None:
+    """The kept document of a recorded federation version, looked up once per version."""
+    if documents is None or type(version) is not int:
+        return None
+    if version not in seen:
+        seen[version] = documents(version)
+    return seen[version]
 
 
 def _decision_input(

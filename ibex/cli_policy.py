@@ -165,6 +165,25 @@ class BrokerStores:
             raise BadInput("this broker has published no federation document")
         return FederationDocument.parse(Envelope.parse(bytes(row[0])).payload)
 
+    def document_at(self, version: int) -> Any:
+        """The federation document published as ``version``, if kept (as the broker's
+        MemberRegistry.document_at; a store the broker has not opened since it began keeping
+        them has no history: None)."""
+        from ibex.envelope import Envelope
+        from ibex.messages import FederationDocument
+
+        has_history = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'federation_history'"
+        ).fetchone()
+        if has_history is None:
+            return None
+        row = self.conn.execute(
+            "SELECT envelope FROM federation_history WHERE version = ?", (version,)
+        ).fetchone()
+        return (
+            None if row is None else FederationDocument.parse(Envelope.parse(bytes(row[0])).payload)
+        )
+
 
 @contextmanager
 def broker_stores(config_path: Path) -> Iterator[BrokerStores]:
@@ -316,7 +335,7 @@ def _simulate(args: argparse.Namespace) -> int:
     candidate = PolicyBundle.load(args.candidate)
     with broker_stores(args.broker_config) as stores:
         members = stores.federation()
-        history = history_from_audit(stores.audit, since, members)
+        history = history_from_audit(stores.audit, since, members, stores.document_at)
         current = None
         if args.against_current:
             args.policies = None
@@ -329,6 +348,13 @@ def _simulate(args: argparse.Namespace) -> int:
     base = "the recorded decisions" if current is None else f"bundle {report.baseline}"
     print(f"Candidate {report.candidate_digest} against {base}:")
     print(f"{report.replayed} decision(s) replayed, {report.changed} would change.")
+    if report.current_facts and current is None:
+        print(
+            f"{report.current_facts} decision(s) were rebuilt with today's member facts, not those "
+            "they were decided under (no federation version recorded or kept): a change among "
+            "them may be the federation's, not the policy's; --against-current shows the "
+            "policy's alone."
+        )
     if report.purged or report.skipped:
         print(
             f"Not replayed: {report.purged} audit entries purged after their retention period, "

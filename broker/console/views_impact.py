@@ -73,7 +73,9 @@ def register(bp: Blueprint, svc: BrokerServices) -> None:
                 else:
                     raise BadInput("Choose a stored bundle or give a policies directory.")
                 since = time.time() - days * 86400
-                history = history_from_audit(svc.audit, since, svc.members.document())
+                history = history_from_audit(
+                    svc.audit, since, svc.members.document(), svc.members.document_at
+                )
                 report = simulate(history, candidate, current)
                 changes = diff(current, candidate)
         except IbexError as exc:

@@ -50,3 +50,38 @@ def test_a_worker_sees_what_another_published_and_rereads_nothing_otherwise(
     assert [m.id for m in two.document().members] == ["CA-RCMP", "US-CBP"]
     assert two.get("US-CBP").id == "US-CBP"
     assert two.signed_document().payload == one.signed_document().payload
+
+
+def test_every_published_version_is_kept_and_a_view_is_one_version(tmp_path: Path) -> None:
+    key = os.urandom(32)
+    one = registry(tmp_path / "broker.db", key)
+    one.add(spec("CA-RCMP"))
+    before = one.view()
+    one.set_status("CA-RCMP", "suspended")
+    after = one.view()
+    # A view taken before the change still answers for its own version, whole.
+    assert (before.version, after.version) == (2, 3)
+    assert before.active("CA-RCMP").status == "active"
+    assert after.get("CA-RCMP").status == "suspended"
+    assert before.trust is not after.trust
+    # Every version the broker published can be read back, as it was signed.
+    for version, members in ((1, []), (2, ["active"]), (3, ["suspended"])):
+        doc = one.document_at(version)
+        assert doc is not None and doc.version == version
+        assert [m.status for m in doc.members] == members
+    assert one.document_at(4) is None
+
+
+def test_a_store_from_before_the_history_starts_it_with_its_current_document(
+    tmp_path: Path,
+) -> None:
+    key = os.urandom(32)
+    old = registry(tmp_path / "broker.db", key)
+    old.add(spec("CA-RCMP"))
+    conn = open_encrypted(tmp_path / "broker.db", key)
+    conn.execute("DROP TABLE federation_history")  # as a store written by an older broker
+    conn.close()
+    reopened = registry(tmp_path / "broker.db", key)
+    kept = reopened.document_at(2)
+    assert kept is not None and [m.id for m in kept.members] == ["CA-RCMP"]
+    assert reopened.document_at(1) is None  # published before the history: gone
