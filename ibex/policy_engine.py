@@ -5,7 +5,9 @@ Two engines evaluate the same :class:`~ibex.policy_bundle.PolicyBundle`:
 - :class:`RegorusEngine` (the default): the Rust interpreter ``regorus`` embedded in-process.
   A regorus engine object is *unsendable* (using it from a thread other than the one that made
   it aborts with a Rust panic, and so does cloning it there), so each thread builds its own
-  engine from the bundle on first use; there is no shared engine and no lock.
+  engine from the bundle on first use; there is no shared engine and no lock. Dropping one on
+  another thread fails too (pyo3 raises and leaks it), so each thread also drops its own: see
+  :func:`_thread_engines`.
 - :class:`OpaServerEngine`: an Open Policy Agent server reached through ``opa-python-client``
   (REST Data API). The bundle's modules and data are uploaded on first use.
 
@@ -17,10 +19,12 @@ shape the policy promises is a *deny* with a reason (``engine.error``, ``engine.
 
 from __future__ import annotations
 
+import itertools
 import marshal
 import re
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -436,9 +440,55 @@ class _TimedOut(Exception):
     pass
 
 
+# Each thread's regorus engines, by the RegorusEngine that built them. A regorus engine must
+# also be *dropped* on the thread that made it: dropped on another, pyo3 raises RuntimeError
+# ("unsendable, but is being dropped on another thread") and leaks it. A threading.local owned
+# by each RegorusEngine does exactly that: when the RegorusEngine goes (a policy activation
+# replaces it), whichever thread lets go of it clears every thread's slot, and the broker leaked
+# one engine per other request thread per activation (about 27 MB each at 1,012 agreements).
+# So the slots live in ONE module-level local, never dropped; a RegorusEngine that goes is
+# retired here, and each thread drops its own engines of retired RegorusEngines the next time
+# it decides, or when it exits (CPython clears a thread's locals on that thread).
+_THREAD = threading.local()
+_TOKENS = itertools.count(1)
+
+
+class _Retired:
+    """The tokens of RegorusEngines that are gone, and a count that changes with each."""
+
+    def __init__(self) -> None:
+        self.tokens: set[int] = set()
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def add(self, token: int) -> None:
+        with self.lock:
+            self.tokens.add(token)
+            self.count += 1
+
+
+_RETIRED = _Retired()
+
+
+def _thread_engines() -> dict[int, Any]:
+    """This thread's regorus engines by RegorusEngine token, its retired ones dropped first."""
+    engines: dict[int, Any] | None = getattr(_THREAD, "engines", None)
+    if engines is None:
+        engines = _THREAD.engines = {}
+        _THREAD.seen = -1
+    if _THREAD.seen != _RETIRED.count:
+        with _RETIRED.lock:
+            _THREAD.seen = _RETIRED.count
+            gone = [token for token in engines if token in _RETIRED.tokens]
+        for token in gone:
+            del engines[token]  # dropped here, on the thread that made it
+    return engines
+
+
 class RegorusEngine(_EngineBase):
     """The embedded default: one regorus engine per thread, built from the bundle on first use
-    in that thread (regorus engines cannot cross threads, see the module docstring)."""
+    in that thread and dropped on that thread too (regorus engines cannot cross threads, see
+    the module docstring and :func:`_thread_engines`)."""
 
     name = "regorus"
 
@@ -450,14 +500,15 @@ class RegorusEngine(_EngineBase):
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
         super().__init__(bundle, timeout=timeout, cache_size=cache_size)
-        self._local = threading.local()
+        self._token = next(_TOKENS)
+        weakref.finalize(self, _RETIRED.add, self._token)
         self._engine()  # fail at construction, not on the first query, if the bundle is bad
 
     def _engine(self) -> Any:
-        engine = getattr(self._local, "engine", None)
+        engines = _thread_engines()
+        engine = engines.get(self._token)
         if engine is None:
-            engine = new_regorus_engine(self.bundle)
-            self._local.engine = engine
+            engine = engines[self._token] = new_regorus_engine(self.bundle)
         return engine
 
     def _evaluate(self, decision_input: Mapping[str, Any]) -> object:

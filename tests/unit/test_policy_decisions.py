@@ -371,3 +371,46 @@ def test_one_engine_per_thread(engine: RegorusEngine) -> None:
         t.join()
     assert len(results) == 2
     assert all(d.allow and d.agreement == SCREENING for batch in results for d in batch)
+
+
+def test_a_thread_drops_its_own_engines_when_their_policy_engine_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A policy activation replaces the RegorusEngine on one request thread while the others
+    hold regorus engines built from it. Dropped on any thread but its own, a regorus engine
+    raises (pyo3: "unsendable, but is being dropped on another thread") and leaks: each
+    activation leaked one engine per other thread. Here the last reference to each engine goes
+    on the main thread, and the thread that decided must drop its own on its next decision."""
+    import gc
+    import queue
+    import sys
+
+    from ibex.policy_engine import _thread_engines
+
+    raised: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(repr(u.exc_value)))
+    bundle = PolicyBundle.load(ROOT / "policies")
+    decision_input = build_input(query(), member("CA-CBSA"), member("US-CBP"), NOW)
+    jobs: queue.Queue[RegorusEngine | None] = queue.Queue()
+    held: queue.Queue[int] = queue.Queue()
+
+    def worker() -> None:
+        while (current := jobs.get()) is not None:
+            assert current.decide(decision_input).allow
+            count = len(_thread_engines())
+            del current  # from here on the main thread holds the only reference
+            held.put(count)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        for _ in range(3):
+            policy = RegorusEngine(bundle, cache_size=0)
+            jobs.put(policy)
+            assert held.get(timeout=60) == 1  # its own engine only: the last one was dropped
+            del policy
+            gc.collect()
+    finally:
+        jobs.put(None)
+        thread.join()  # a thread that ends drops what it still holds, on itself
+    assert raised == []
