@@ -10,41 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from ibex.auditlog import AuditLog
 from ibex.errors import BadInput
 from ibex.guards import guard
 from ibex.keys import b64
-from ibex.web import json_response, read_body
+from ibex.web import int_arg, json_response, only_args, read_body
 
 MAX_PAGE = 1000
 MAX_COSIGNATURE_BYTES = 16 * 1024
-_MAX_INT = (1 << 48) - 1
-
-
-def _int_arg(name: str, *, minimum: int = 0) -> int:
-    values = request.args.getlist(name)
-    if len(values) != 1:
-        raise BadInput(f"query parameter {name!r} must be given exactly once")
-    text = values[0]
-    if (
-        not text.isascii()
-        or not text.isdigit()
-        or len(text) > 15
-        or (len(text) > 1 and text[0] == "0")
-    ):
-        raise BadInput(f"query parameter {name!r} must be a decimal integer without leading zeroes")
-    value = int(text)
-    if not minimum <= value <= _MAX_INT:
-        raise BadInput(f"query parameter {name!r} must be at least {minimum}")
-    return value
-
-
-def _only(*names: str) -> None:
-    extra = sorted(set(request.args) - set(names))
-    if extra:
-        raise BadInput(f"unknown query parameter {extra[0][:40]!r}")
 
 
 def make_audit_blueprint(
@@ -59,7 +34,7 @@ def make_audit_blueprint(
     @bp.get("/checkpoint")
     @guard("public")
     def checkpoint() -> Response:
-        _only()
+        only_args()
         resp = Response(log_provider().checkpoint(), mimetype="text/plain")
         resp.headers["Cache-Control"] = "no-store"
         return resp
@@ -68,8 +43,8 @@ def make_audit_blueprint(
     @guard("oversight")
     def entries() -> Response:
         authorize_oversight()
-        _only("start", "end")
-        start, end = _int_arg("start"), _int_arg("end")
+        only_args("start", "end")
+        start, end = int_arg("start"), int_arg("end")
         if end <= start or end - start > MAX_PAGE:
             raise BadInput(f"entries need start < end and at most {MAX_PAGE} per page")
         log = log_provider()
@@ -87,8 +62,8 @@ def make_audit_blueprint(
     @bp.get("/proof/inclusion")
     @guard("public")
     def inclusion() -> Response:
-        _only("index", "size")
-        index, size = _int_arg("index"), _int_arg("size", minimum=1)
+        only_args("index", "size")
+        index, size = int_arg("index"), int_arg("size", minimum=1)
         if index >= size:
             raise BadInput("index must be below size")
         hashes = log_provider().inclusion_proof(index, size)
@@ -97,8 +72,8 @@ def make_audit_blueprint(
     @bp.get("/proof/consistency")
     @guard("public")
     def consistency() -> Response:
-        _only("old", "new")
-        old, new = _int_arg("old"), _int_arg("new")
+        only_args("old", "new")
+        old, new = int_arg("old"), int_arg("new")
         if old > new:
             raise BadInput("old must not be larger than new")
         hashes = log_provider().consistency_proof(old, new)
@@ -107,7 +82,7 @@ def make_audit_blueprint(
     @bp.post("/cosignature")
     @guard("witness-signed")
     def cosignature() -> Response:
-        _only()
+        only_args()
         body = read_body(MAX_COSIGNATURE_BYTES, content_types=("text/plain",))
         names = log_provider().add_cosignature(body, witness_keys())
         return json_response({"cosigners": names}, status=201)

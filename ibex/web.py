@@ -109,6 +109,36 @@ def _safe_500() -> Response:
     )
 
 
+MAX_INT_ARG = (1 << 48) - 1
+
+
+def int_arg(name: str, *, minimum: int = 0) -> int:
+    """The query parameter ``name``, given exactly once, as a decimal integer without leading
+    zeroes from ``minimum`` to 2**48 - 1; anything else is a 400 problem."""
+    values = request.args.getlist(name)
+    if len(values) != 1:
+        raise BadInput(f"query parameter {name!r} must be given exactly once")
+    text = values[0]
+    if (
+        not text.isascii()
+        or not text.isdigit()
+        or len(text) > 15
+        or (len(text) > 1 and text[0] == "0")
+    ):
+        raise BadInput(f"query parameter {name!r} must be a decimal integer without leading zeroes")
+    value = int(text)
+    if not minimum <= value <= MAX_INT_ARG:
+        raise BadInput(f"query parameter {name!r} must be at least {minimum}")
+    return value
+
+
+def only_args(*names: str) -> None:
+    """Refuse (400) a query parameter other than ``names``."""
+    extra = sorted(set(request.args) - set(names))
+    if extra:
+        raise BadInput(f"unknown query parameter {extra[0][:40]!r}")
+
+
 def read_body(max_bytes: int, *, content_types: tuple[str, ...] = ("application/json",)) -> bytes:
     """The raw request body, after checking its media type and size (without reading past it)."""
     mimetype = request.mimetype or ""
