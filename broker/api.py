@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from broker.observability import observe_answer, observe_refusal
 from broker.services import BrokerServices
-from ibex.errors import IbexError
+from ibex.errors import IbexError, NotFound
 from ibex.guards import guard
 from ibex.health import engine_check, key_files_check, readiness_response
-from ibex.web import json_response, read_body
+from ibex.web import int_arg, json_response, only_args, read_body
 
 
 def make_api_blueprint(svc: BrokerServices) -> Blueprint:
@@ -35,10 +35,26 @@ def make_api_blueprint(svc: BrokerServices) -> Blueprint:
     @bp.get("/v1/federation")
     @guard("public")
     def federation() -> Response:
-        env = svc.members.signed_document()
-        resp = Response(env.to_bytes(), status=200, mimetype="application/json")
-        resp.headers["ETag"] = f'"v{svc.members.document().version}"'
-        resp.headers["Cache-Control"] = "no-cache"
+        only_args("version")
+        if "version" not in request.args:
+            view = svc.members.view()  # the body and its ETag from one version
+            tag = f"v{view.version}"
+            if request.if_none_match.contains(tag):  # the poller holds this version already
+                resp = Response(status=304)
+            else:
+                resp = Response(view.envelope.to_bytes(), status=200, mimetype="application/json")
+            resp.headers["ETag"] = f'"{tag}"'
+            resp.headers["Cache-Control"] = "no-cache"
+            return resp
+        # An earlier version, as it was signed: the members and keys a query recorded under
+        # it (federation_version in its audit entries) was decided with. It never changes.
+        version = int_arg("version", minimum=1)
+        kept = svc.members.signed_document_at(version)
+        if kept is None:
+            raise NotFound(f"this broker has not kept a federation document version {version}")
+        resp = Response(kept.to_bytes(), status=200, mimetype="application/json")
+        resp.headers["ETag"] = f'"v{version}"'
+        resp.headers["Cache-Control"] = "max-age=86400"
         return resp
 
     @bp.get("/healthz")

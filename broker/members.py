@@ -84,6 +84,7 @@ class FederationView:
 
     document: FederationDocument
     trust: TrustStore
+    envelope: Envelope  # the document as the broker signed it
 
     @property
     def version(self) -> int:
@@ -212,7 +213,7 @@ class MemberRegistry:
         env = Envelope.parse(data)
         doc = FederationDocument.parse(env.payload)
         self._doc, self._envelope, self._cache_version = doc, env, version
-        self._view = FederationView(doc, build_trust(doc))
+        self._view = FederationView(doc, build_trust(doc), env)
 
     def view(self) -> FederationView:
         """The current version, whole: what one query is handled against."""
@@ -221,15 +222,18 @@ class MemberRegistry:
             assert self._view is not None
             return self._view
 
-    def document_at(self, version: int) -> FederationDocument | None:
-        """The document published as ``version``, if this broker published and kept it."""
+    def signed_document_at(self, version: int) -> Envelope | None:
+        """The document published as ``version``, as it was signed, if this broker kept it."""
         with self._lock:
             row = self._conn.execute(
                 "SELECT envelope FROM federation_history WHERE version = ?", (version,)
             ).fetchone()
-        if row is None:
-            return None
-        return FederationDocument.parse(Envelope.parse(bytes(row[0])).payload)
+        return None if row is None else Envelope.parse(bytes(row[0]))
+
+    def document_at(self, version: int) -> FederationDocument | None:
+        """The document published as ``version``, if this broker published and kept it."""
+        env = self.signed_document_at(version)
+        return None if env is None else FederationDocument.parse(env.payload)
 
     def document(self) -> FederationDocument:
         with self._lock:

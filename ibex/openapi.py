@@ -363,9 +363,16 @@ def _broker_paths() -> dict[str, Any]:
         "/v1/federation": {
             "get": _op(
                 "broker_federation",
-                "The broker-signed federation document (DSSE envelope).",
+                "The broker-signed federation document (DSSE envelope): the current version, "
+                "or with `version` an earlier one as it was signed (the version a query's audit "
+                "entries name as federation_version).",
                 "broker",
-                {**_ok("The signed federation document.", "envelope"), **_problems((503,))},
+                {
+                    **_ok("The signed federation document.", "envelope"),
+                    "304": {"description": "If-None-Match names the current version."},
+                    **_problems((400, 404, 503)),
+                },
+                parameters=[{**_int_param("version", 1), "required": False}],
             )
         },
     }

@@ -20,6 +20,8 @@ from broker.members import MemberRegistry
 from broker.services import BrokerServices
 from ibex.config import BrokerConfig, load_config
 from ibex.demofed import LocalFederation
+from ibex.envelope import Envelope
+from ibex.federation import verify_document
 from ibex.keys import MemberKeys
 from ibex.policy_analysis import history_from_audit, simulate
 from ibex.policy_bundle import PolicyBundle
@@ -141,3 +143,55 @@ def test_a_replay_uses_the_member_facts_of_the_version_it_was_decided_under(
     assert code == 0, out
     cli = json.loads(out)
     assert (cli["replayed"], cli["changed"], cli["current_facts"]) == (3, 0, 0)
+
+
+def test_any_kept_version_can_be_fetched_as_it_was_signed(
+    fed: LocalFederation, parts: tuple[FlaskClient, BrokerServices, BrokerConfig]
+) -> None:
+    """An oversight body reading a decision's federation_version gets that version's members
+    and keys, signed by the broker then, from the public endpoint."""
+    client, svc, _ = parts
+    before = svc.members.view()
+    svc.members.set_status(TARGET, "suspended")
+    broker_keys = MemberKeys.load(fed.root / "broker" / "keys", "IBEX-BROKER")
+
+    resp = client.get(f"/v1/federation?version={before.version}")
+    assert resp.status_code == 200
+    assert resp.headers["ETag"] == f'"v{before.version}"'
+    doc = verify_document(Envelope.parse(resp.data), [broker_keys.public.signing])
+    assert doc.version == before.version
+    assert doc.member(TARGET) is not None and doc.member(TARGET).status == "active"
+
+    current = client.get("/v1/federation")
+    assert current.headers["ETag"] == f'"v{before.version + 1}"'
+    now_doc = verify_document(Envelope.parse(current.data), [broker_keys.public.signing])
+    assert now_doc.member(TARGET) is not None and now_doc.member(TARGET).status == "suspended"
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("version=999999", 404), ("version=0", 400), ("version=01", 400), ("version=x", 400),
+     ("version=1&version=2", 400), ("other=1", 400)],
+)  # fmt: skip
+def test_a_version_not_kept_or_malformed_is_a_problem(
+    parts: tuple[FlaskClient, BrokerServices, BrokerConfig], query: str, status: int
+) -> None:
+    client, _, _ = parts
+    resp = client.get(f"/v1/federation?{query}")
+    assert resp.status_code == status
+    assert resp.mimetype == "application/problem+json"
+
+
+def test_a_poller_holding_the_current_version_gets_304_and_no_body(
+    parts: tuple[FlaskClient, BrokerServices, BrokerConfig],
+) -> None:
+    """Connectors poll every few seconds with their version as If-None-Match (ibex.federation);
+    the document is sent again only when it changed."""
+    client, svc, _ = parts
+    version = svc.members.view().version
+    held = client.get("/v1/federation", headers={"If-None-Match": f'"v{version}"'})
+    assert (held.status_code, held.data, held.headers["ETag"]) == (304, b"", f'"v{version}"')
+    svc.members.set_status(TARGET, "suspended")
+    stale = client.get("/v1/federation", headers={"If-None-Match": f'"v{version}"'})
+    assert stale.status_code == 200 and stale.headers["ETag"] == f'"v{version + 1}"'
+    assert stale.data == svc.members.signed_document().to_bytes()
