@@ -348,3 +348,24 @@ def test_an_empty_request_gets_the_agreed_fields_and_verifies(fed: LocalFederati
     [rec] = cbp["records"]
     assert set(rec["record"]) <= set(cbp["decision"]["fields"])
     assert "name" in rec["record"]
+
+
+def test_a_connector_polling_an_unchanged_document_gets_304(fed: LocalFederation) -> None:
+    """ibex.federation polls with its version as If-None-Match; the running broker answers 304
+    with no body while the document is unchanged, and the client keeps the verified one."""
+    from ibex.federation import FederationClient
+
+    broker = MemberKeys.load(fed.root / "broker" / "keys", "IBEX-BROKER")
+    client = FederationClient(fed.nodes["broker"].url, [broker.public.signing])
+    seen: list[tuple[int, int]] = []
+    client._client.event_hooks["response"].append(  # what crossed the wire, as the client saw it
+        lambda resp: seen.append((resp.status_code, len(resp.read())))
+    )
+    try:
+        first = client.refresh()
+        again = client.refresh()
+    finally:
+        client.close()
+    assert again is first
+    assert seen[0][0] == 200 and seen[0][1] > 0
+    assert seen[1] == (304, 0)
