@@ -128,7 +128,7 @@ def int_arg(name: str, *, minimum: int = 0) -> int:
         raise BadInput(f"query parameter {name!r} must be a decimal integer without leading zeroes")
     value = int(text)
     if not minimum <= value <= MAX_INT_ARG:
-        raise BadInput(f"query parameter {name!r} must be at least {minimum}")
+        raise BadInput(f"query parameter {name!r} must be from {minimum} to {MAX_INT_ARG}")
     return value
 
 

@@ -171,6 +171,7 @@ def test_any_kept_version_can_be_fetched_as_it_was_signed(
 @pytest.mark.parametrize(
     ("query", "status"),
     [("version=999999", 404), ("version=0", 400), ("version=01", 400), ("version=x", 400),
+     ("version=999999999999999", 400),
      ("version=1&version=2", 400), ("other=1", 400)],
 )  # fmt: skip
 def test_a_version_not_kept_or_malformed_is_a_problem(
@@ -180,6 +181,8 @@ def test_a_version_not_kept_or_malformed_is_a_problem(
     resp = client.get(f"/v1/federation?{query}")
     assert resp.status_code == status
     assert resp.mimetype == "application/problem+json"
+    if query == "version=999999999999999":
+        assert "from 1 to 281474976710655" in resp.get_json()["detail"]
 
 
 def test_a_poller_holding_the_current_version_gets_304_and_no_body(
