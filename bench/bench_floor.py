@@ -141,7 +141,7 @@ class Client:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--queries", type=int, default=600, help="queries per run")
+    parser.add_argument("--queries", type=int, default=2000, help="queries per run")
     parser.add_argument("--broker-workers", type=int, default=2)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
