@@ -172,10 +172,7 @@ class MemberRegistry:
         self._federation = federation
         self._endpoint = endpoint
         self._lock = threading.Lock()
-        self._cache_version = -1
-        self._doc: FederationDocument | None = None
-        self._envelope: Envelope | None = None
-        self._view: FederationView | None = None
+        self._view: FederationView | None = None  # None: read the store on the next request
         self._conn.executescript(SCHEMA_SQL)
         if self._load_row() is None:
             self._publish(version=1)
@@ -200,19 +197,15 @@ class MemberRegistry:
     def _refresh(self) -> None:
         """Reload when another worker process published a newer version. Every request asks,
         several times: the version alone is read first, the document only when it changed."""
-        if self._doc is not None:
+        if self._view is not None:
             row = self._conn.execute("SELECT version FROM federation WHERE id = 1").fetchone()
-            if row is not None and int(row[0]) == self._cache_version:
+            if row is not None and int(row[0]) == self._view.version:
                 return
         loaded = self._load_row()
         if loaded is None:
             raise NotFound("no federation document has been published")
-        version, data = loaded
-        if version == self._cache_version and self._doc is not None:
-            return
-        env = Envelope.parse(data)
+        env = Envelope.parse(loaded[1])
         doc = FederationDocument.parse(env.payload)
-        self._doc, self._envelope, self._cache_version = doc, env, version
         self._view = FederationView(doc, build_trust(doc), env)
 
     def view(self) -> FederationView:
@@ -236,16 +229,10 @@ class MemberRegistry:
         return None if env is None else FederationDocument.parse(env.payload)
 
     def document(self) -> FederationDocument:
-        with self._lock:
-            self._refresh()
-            assert self._doc is not None
-            return self._doc
+        return self.view().document
 
     def signed_document(self) -> Envelope:
-        with self._lock:
-            self._refresh()
-            assert self._envelope is not None
-            return self._envelope
+        return self.view().envelope
 
     def trust(self) -> TrustStore:
         return self.view().trust
@@ -314,7 +301,7 @@ class MemberRegistry:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            self._cache_version = -1
+            self._view = None
 
     def _publish(self, *, version: int, in_transaction: bool = False) -> None:
         members = [
@@ -445,7 +432,7 @@ class MemberRegistry:
                 self._conn.execute("ROLLBACK")
                 self._keys = old_signer
                 raise
-            self._cache_version = -1
+            self._view = None
         return self.document()
 
 

@@ -454,17 +454,16 @@ _TOKENS = itertools.count(1)
 
 
 class _Retired:
-    """The tokens of RegorusEngines that are gone, and a count that changes with each."""
+    """The tokens of RegorusEngines that are gone (only ever added to, so its size changes with
+    each retirement)."""
 
     def __init__(self) -> None:
         self.tokens: set[int] = set()
-        self.count = 0
         self.lock = threading.Lock()
 
     def add(self, token: int) -> None:
         with self.lock:
             self.tokens.add(token)
-            self.count += 1
 
 
 _RETIRED = _Retired()
@@ -476,9 +475,9 @@ def _thread_engines() -> dict[int, Any]:
     if engines is None:
         engines = _THREAD.engines = {}
         _THREAD.seen = -1
-    if _THREAD.seen != _RETIRED.count:
+    if _THREAD.seen != len(_RETIRED.tokens):
         with _RETIRED.lock:
-            _THREAD.seen = _RETIRED.count
+            _THREAD.seen = len(_RETIRED.tokens)
             gone = [token for token in engines if token in _RETIRED.tokens]
         for token in gone:
             del engines[token]  # dropped here, on the thread that made it
